@@ -1,0 +1,58 @@
+# PIWM course. Every target bootstraps .venv when it is missing.
+#   make course   run every notebook headless (papermill, course profile) into runs/course/
+#   make test     unit tests + notebook tests (nbval)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= course
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: course test unit nbtest bench bench-collect bench-read nb-refresh clean-venv
+
+$(STAMP): pyproject.toml
+	@# A machine that already has torch >= 2.4 (e.g. a GPU box) keeps it: the venv then sees system packages.
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch, sys; v = tuple(map(int, torch.__version__.split('+')[0].split('.')[:2])); sys.exit(v < (2, 4))" 2>/dev/null; \
+	  then $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; \
+	fi
+	@# CPU machines: take the CPU build of torch first, so nothing pulls a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+course: $(STAMP)
+	@mkdir -p runs/$(PROFILE)
+	@for nb in $(NOTEBOOKS); do \
+	  name=$$(basename $$nb .ipynb); num=$${name%%_*}; cfg=configs/$(PROFILE)/$$num.yaml; \
+	  args=""; [ -f $$cfg ] && args="-f $$cfg"; \
+	  echo "== $$nb ($(PROFILE)$${args:+: $$cfg})"; \
+	  $(VENV)/bin/papermill $$nb runs/$(PROFILE)/$$name.ipynb $$args -p RUN_NAME $(PROFILE) --cwd notebooks \
+	    --no-progress-bar || exit 1; \
+	done
+	@echo "course done: executed notebooks in runs/$(PROFILE)/, outputs in runs/"
+
+test: $(STAMP)
+	$(PY) -m pytest tests --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+nbtest: $(STAMP)
+	$(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
+
+bench: bench-collect bench-read
+
+bench-collect: $(STAMP)
+	$(PY) benchmarks/bench_collect.py
+
+bench-read: $(STAMP)
+	$(PY) benchmarks/bench_read.py
+
+# Re-execute the notebooks in place so that their stored outputs match the library (run before committing).
+nb-refresh: $(STAMP)
+	@for nb in $(NOTEBOOKS); do $(VENV)/bin/papermill $$nb $$nb --cwd notebooks --no-progress-bar || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,188 @@
+"""Driving agents over HighwayEnv's 5 meta-actions: random, IDM lane-keeper, and an MCTS (UCT) planner."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import env as E
+
+LEFT, IDLE, RIGHT, FASTER, SLOWER = range(5)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Which agent drives the ego, and its knobs (MCTS values are ours; the paper's budget is not published)."""
+
+    kind: str = "mcts"  # "mcts" | "idm" | "random"
+    # random agent
+    persistence: float = 0.8  # probability of repeating the previous action each frame
+    # MCTS (UCT, open-loop over meta-actions, planning on pruned copies of the env)
+    budget: int = 16  # tree iterations per decision
+    horizon: int = 4  # tree depth in decisions
+    discount: float = 0.8  # per decision
+    decision_frames: int = 5  # recorded frames a tree action lasts (5 at 5 Hz = 1 s); re-plan every this many
+    uct_c: float = 1.0  # exploration constant of UCB1
+    lookahead_behind_m: float = 30.0  # cars kept in the planning copy: this far behind the ego ...
+    lookahead_ahead_m: float = 80.0  # ... to this far ahead
+    w_speed: float = 0.4  # reward weight of forward speed (mapped from [20, 30] m/s to [0, 1])
+    w_right: float = 0.1  # reward weight of driving in the rightmost lane
+    w_lane_change: float = 0.0  # reward added per lane change (negative discourages)
+    safety_check: bool = True  # between plans, simulate IDLE ahead each frame and re-plan early if it crashes
+    explore: float = 0.1  # probability of taking another near-best action (diversity of actions in the data)
+    explore_margin: float = 0.05  # an action counts as near-best within this much of the best mean return
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mcts", "idm", "random"):
+            raise ValueError(f"AgentConfig.kind must be 'mcts', 'idm' or 'random', got {self.kind!r}")
+        if self.budget < 1 or self.horizon < 1 or self.decision_frames < 1:
+            raise ValueError("AgentConfig: budget, horizon and decision_frames must be >= 1")
+
+
+class RandomAgent:
+    """Uniform random meta-actions that persist with probability `persistence` (cheap, crashes often)."""
+
+    def __init__(self, cfg: AgentConfig, rng: np.random.Generator):
+        self.cfg, self.rng, self.prev = cfg, rng, IDLE
+
+    def act(self, u) -> int:
+        """Next action for the current state of unwrapped env `u`."""
+        if self.rng.random() >= self.cfg.persistence:
+            self.prev = int(self.rng.integers(5))
+        return self.prev
+
+
+class IDMAgent:
+    """Lane-keeping with overtaking: slow down behind a slow car, change lane when the next lane is freer."""
+
+    def __init__(self, cfg: AgentConfig, rng: np.random.Generator, safe_gap_m: float = 25.0):
+        self.cfg, self.rng, self.safe_gap = cfg, rng, safe_gap_m
+
+    def _gaps(self, u, lane_index) -> tuple[float, float]:
+        """Free distance ahead and behind the ego in `lane_index` (inf when no car)."""
+        front, rear = u.road.neighbour_vehicles(u.vehicle, lane_index)
+        ex = u.vehicle.position[0]
+        ahead = front.position[0] - ex if front else math.inf
+        behind = ex - rear.position[0] if rear else math.inf
+        return ahead, behind
+
+    def act(self, u) -> int:
+        """Next action for the current state of unwrapped env `u`."""
+        ego = u.vehicle
+        if ego.target_lane_index != ego.lane_index:
+            return IDLE  # a lane change is under way
+        ahead, _ = self._gaps(u, ego.lane_index)
+        if ahead < self.safe_gap:
+            for side in (LEFT, RIGHT) if self.rng.random() < 0.5 else (RIGHT, LEFT):
+                lane_id = ego.lane_index[2] + (-1 if side == LEFT else 1)
+                if 0 <= lane_id < u.config["lanes_count"]:
+                    a, b = self._gaps(u, (ego.lane_index[0], ego.lane_index[1], lane_id))
+                    if a > ahead + 10 and a > self.safe_gap and b > 12:
+                        return side
+            return SLOWER
+        if ahead > 2 * self.safe_gap and self.rng.random() < 0.3:
+            return FASTER
+        return IDLE
+
+
+class _Node:
+    """One node of the open-loop UCT tree (statistics of an action sequence)."""
+
+    __slots__ = ("children", "visits", "value")
+
+    def __init__(self) -> None:
+        self.children: dict[int, _Node] = {}
+        self.visits = 0
+        self.value = 0.0  # sum of returns
+
+
+class MCTSAgent:
+    """UCT (Kocsis & Szepesvari 2006) over meta-actions, simulated on pruned copies of the environment."""
+
+    def __init__(self, cfg: AgentConfig, rng: np.random.Generator):
+        self.cfg, self.rng = cfg, rng
+        self.frame = 0  # frames since the last plan
+        self.plans = 0  # decisions made (for cost reporting)
+        self.replans = 0  # early plans triggered by the safety check
+
+    def act(self, u) -> int:
+        """Plan every `decision_frames` frames, or at once when IDLE is foreseen to crash; else IDLE."""
+        c = self.cfg
+        due = self.frame % c.decision_frames == 0
+        if not due and c.safety_check:
+            due = E.simulate(E.planning_copy(u, c.lookahead_behind_m, c.lookahead_ahead_m), IDLE, c.decision_frames)
+            self.replans += int(due)
+        if not due:
+            self.frame += 1
+            return IDLE
+        self.frame = 1
+        return self.plan(u)
+
+    def plan(self, u) -> int:
+        """Run `budget` UCT iterations from the current state and return the chosen action."""
+        c = self.cfg
+        root_state = E.planning_copy(u, c.lookahead_behind_m, c.lookahead_ahead_m)
+        root = _Node()
+        for _ in range(c.budget):
+            self._iterate(root, E.planning_copy(root_state, math.inf, math.inf))
+        self.plans += 1
+        means = {a: n.value / n.visits for a, n in root.children.items() if n.visits}
+        best = max(root.children, key=lambda a: (root.children[a].visits, means.get(a, -math.inf)))
+        if self.rng.random() < c.explore:
+            near = sorted(a for a, m in means.items() if m >= means[best] - c.explore_margin)
+            best = int(self.rng.choice(near))
+        return int(best)
+
+    def _iterate(self, root: _Node, sim) -> None:
+        """One selection-expansion-rollout-backup pass; `sim` is a disposable planning copy."""
+        c = self.cfg
+        path, ret, disc, depth, node, done = [root], 0.0, 1.0, 0, root, False
+        expanded = False
+        while depth < c.horizon and not done:
+            if not expanded:
+                untried = [a for a in range(5) if a not in node.children]
+                if untried:
+                    action = int(self.rng.choice(untried))
+                    node.children[action] = _Node()
+                    expanded = True
+                else:
+                    action = self._ucb(node)
+                node = node.children[action]
+                path.append(node)
+            else:
+                action = IDLE  # rollout policy
+            r, done = self._reward_step(sim, action)
+            ret += disc * r
+            disc *= c.discount
+            depth += 1
+        if done:  # a crash is absorbing: -1 for every remaining decision of the horizon
+            ret -= sum(disc * c.discount**k for k in range(c.horizon - depth))
+        for n in path:
+            n.visits += 1
+            n.value += ret
+
+    def _ucb(self, node: _Node) -> int:
+        """UCB1 choice among the children of a fully expanded node."""
+        logn = math.log(node.visits + 1)
+        scores = {a: ch.value / ch.visits + self.cfg.uct_c * math.sqrt(logn / ch.visits)
+                  for a, ch in node.children.items()}
+        return max(scores, key=scores.get)
+
+    def _reward_step(self, sim, action: int) -> tuple[float, bool]:
+        """Apply `action` for one decision on the copy; reward in [0, 1] (speed, right lane), -1 on crash."""
+        c = self.cfg
+        lane_before = sim.vehicle.target_lane_index[2]
+        if E.simulate(sim, action, c.decision_frames):
+            return -1.0, True
+        ego = sim.vehicle
+        speed = float(np.clip((ego.speed * math.cos(ego.heading) - 20.0) / 10.0, 0.0, 1.0))
+        right = ego.lane_index[2] / max(sim.config["lanes_count"] - 1, 1)
+        changed = float(ego.target_lane_index[2] != lane_before)
+        return (c.w_speed * speed + c.w_right * right) / (c.w_speed + c.w_right) + c.w_lane_change * changed, False
+
+
+def make_agent(cfg: AgentConfig, rng: np.random.Generator):
+    """Build the agent named by `cfg.kind`, drawing all its randomness from `rng`."""
+    return {"mcts": MCTSAgent, "idm": IDMAgent, "random": RandomAgent}[cfg.kind](cfg, rng)

@@ -1,0 +1,279 @@
+"""Parallel, deterministic, resumable BEV data collection (`python -m piwm_lib.collect`)."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import env as E
+from .agents import AgentConfig, make_agent
+from .configs import from_dict, save_json, to_dict
+from .dataset import DATASET_FILE, read_manifest, write_index
+from .frames import resize_uint8
+from .storage import EpisodeWriter, episode_name
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What to collect and where; with `env` and `agent` this fixes every byte of the dataset."""
+
+    out: str = "data/smoke"  # dataset folder (episode files, dataset.json, index.json)
+    episodes: int = 2  # episodes to collect (paper: 2,000)
+    first_episode: int = 0  # index of the first episode (env seed = seed + episode index)
+    seed: int = 0  # the one seed of the dataset
+    workers: int = 1  # worker processes on this machine (the data does not depend on it)
+    test_fraction: float = 0.1  # the last 10% of episode indices form the test split (paper: 200 of 2,000)
+    env: E.EnvConfig = field(default_factory=E.EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.workers < 1 or self.first_episode < 0:
+            raise ValueError("CollectConfig: need episodes >= 1, workers >= 1 and first_episode >= 0")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"CollectConfig.test_fraction must be in [0, 1), got {self.test_fraction}")
+
+
+def manifest(cfg: CollectConfig) -> dict:
+    """What every slice of one dataset must share (merge refuses slices that differ)."""
+    return {"format": "piwm-dataset", "seed": cfg.seed, "test_fraction": cfg.test_fraction,
+            "env": to_dict(cfg.env), "agent": to_dict(cfg.agent)}
+
+
+def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) -> dict:
+    """Drive one episode with the agent, streaming frames, low-res copy, actions and states to its file."""
+    torch.set_num_threads(1)
+    ec = cfg.env
+    env = E.make_env(ec)
+    u = env.unwrapped
+    frame = E.reset(env, cfg.seed + index)
+    agent = make_agent(cfg.agent, np.random.default_rng([cfg.seed + index, 1]))
+    attrs = {"episode": index, "seed": cfg.seed, "env_seed": cfg.seed + index, "env_config": to_dict(ec),
+             "agent_config": to_dict(cfg.agent), "action_names": list(E.ACTIONS)}
+    writer = EpisodeWriter(out / episode_name(index), frame_shape=(ec.screen_height, ec.screen_width, 3),
+                           lowres_shape=(ec.lowres_height, ec.lowres_width, 3), n_slots=ec.n_slots,
+                           state_fields=E.STATE_FIELDS, attrs=attrs)
+    t_agent = t_env = 0.0
+    action, crashed = None, False
+    try:
+        for t in range(ec.episode_frames):
+            if t > 0:
+                t0 = time.perf_counter()
+                crashed = E.step(env, action)
+                if ec.recycle_traffic:
+                    E.recycle_traffic(u, ec)
+                frame = E.render(env)
+                t_env += time.perf_counter() - t0
+            states, ids = E.vehicle_states(u)
+            writer.append(frame, resize_uint8(frame[None], ec.lowres_height, ec.lowres_width)[0], states, ids, action)
+            if progress is not None and t % 25 == 24:
+                progress.put(25)
+            if crashed and ec.stop_on_crash:
+                break
+            if t < ec.episode_frames - 1:
+                t0 = time.perf_counter()
+                action = agent.act(u)
+                t_agent += time.perf_counter() - t0
+        n = writer.n
+        writer.close(crashed=bool(crashed))
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        env.close()
+    if progress is not None:
+        progress.put(n % 25)  # frames not yet reported
+    return {"episode": index, "frames": n, "crashed": bool(crashed), "agent_s": t_agent, "env_s": t_env}
+
+
+def _worker(args: tuple) -> dict:
+    """Pool entry point."""
+    out, index, cfg, queue = args
+    return collect_episode(Path(out), index, cfg, queue)
+
+
+def rank_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (set by `accelerate launch` / torchrun; else 0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def todo(out: Path, cfg: CollectConfig, rank: int = 0, world: int = 1) -> list[int]:
+    """Episode indices of this rank's slice that are not finished in `out` yet."""
+    mine = range(cfg.first_episode + rank, cfg.first_episode + cfg.episodes, world)
+    return [i for i in mine if not (out / episode_name(i)).exists()]
+
+
+def prepare(out: Path, cfg: CollectConfig) -> None:
+    """Create `out` with its dataset.json, or check that an existing one has the same settings; drop temp files."""
+    out.mkdir(parents=True, exist_ok=True)
+    want = manifest(cfg)
+    if (out / DATASET_FILE).exists():
+        have = read_manifest(out)
+        if have != want:
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            raise ValueError(f"{out} already holds a dataset collected with other settings (differs in {diff}); "
+                             f"choose another folder or delete it")
+    else:
+        save_json(want, out / DATASET_FILE)
+    for tmp in out.glob("*.tmp"):
+        tmp.unlink()  # episodes in flight when a previous run was killed
+
+
+def collect(cfg: CollectConfig, progress: bool = True, rank: int | None = None, world: int | None = None,
+            per_rank_dirs: bool = False) -> Path:
+    """Collect `cfg.episodes` episodes into `cfg.out` with `cfg.workers` processes; resumes where it stopped.
+
+    Under `accelerate launch` each process takes every `world`-th episode; with `per_rank_dirs` it writes to
+    `out/rank_<r>` (merge them with `merge`), else all write to `out` and rank 0 writes the index.
+    """
+    r, w = rank_world()
+    rank, world = (r if rank is None else rank), (w if world is None else world)
+    out = Path(cfg.out) / f"rank_{rank}" if per_rank_dirs and world > 1 else Path(cfg.out)
+    barrier = _barrier() if world > 1 and not per_rank_dirs else (lambda: None)
+    if rank == 0 or per_rank_dirs:
+        prepare(out, cfg)
+    barrier()
+    if rank != 0 and not per_rank_dirs:
+        prepare(out, cfg)
+    jobs = todo(out, cfg, rank, world)
+    total = len(jobs) * cfg.env.episode_frames
+    bar = tqdm(total=total, unit="frame", desc=f"collect rank {rank}/{world}" if world > 1 else "collect",
+               disable=not progress or total == 0, smoothing=0.05)
+    if cfg.workers == 1 or len(jobs) <= 1:
+        for i in jobs:
+            bar.update(collect_episode(out, i, cfg)["frames"])
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Manager() as manager, ctx.Pool(cfg.workers) as pool:
+            queue = manager.Queue()
+            pending = pool.imap_unordered(_worker, [(str(out), i, cfg, queue) for i in jobs])
+            _drain(pending, queue, bar, len(jobs))
+    bar.close()
+    barrier()
+    if rank == 0 or per_rank_dirs:
+        write_index(out)
+    return out
+
+
+def _barrier():
+    """A barrier across the processes of `accelerate launch --multi_gpu` / torchrun (gloo, works on CPU)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.barrier
+
+
+def _drain(pending, queue, bar, n_jobs: int) -> list[dict]:
+    """Collect pool results while forwarding per-frame progress from the workers to the bar."""
+    results: list[dict] = []
+    it = iter(pending)
+    while len(results) < n_jobs:
+        try:
+            results.append(it.next(timeout=0.2))
+        except mp.TimeoutError:
+            pass
+        while not queue.empty():
+            bar.update(queue.get())
+    return results
+
+
+def merge(out: str | Path, sources: list[str | Path], move: bool = False) -> Path:
+    """Join dataset slices (e.g. one per machine) into `out`, refusing mismatched settings or duplicate episodes."""
+    out, sources = Path(out), [Path(s) for s in sources]
+    manifests = [read_manifest(s) for s in sources]
+    for s, m in zip(sources[1:], manifests[1:]):
+        if m != manifests[0]:
+            diff = sorted(k for k in set(m) | set(manifests[0]) if m.get(k) != manifests[0].get(k))
+            raise ValueError(f"cannot merge {s} with {sources[0]}: settings differ in {diff}")
+    seen: dict[str, Path] = {}
+    for s in sources:
+        for f in sorted(s.glob("episode_*.h5")):
+            if f.name in seen:
+                raise ValueError(f"duplicate episode {f.name} in {seen[f.name]} and {s}; remove one copy")
+            seen[f.name] = s
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / DATASET_FILE).exists() and read_manifest(out) != manifests[0]:
+        raise ValueError(f"{out} already holds a dataset with other settings")
+    for name in seen:
+        if (out / name).exists() and out.resolve() != seen[name].resolve():
+            raise ValueError(f"{out / name} already exists; merge into an empty folder")
+    save_json(manifests[0], out / DATASET_FILE)
+    for name, src in seen.items():
+        if out.resolve() == src.resolve():
+            continue
+        tmp = out / (name + ".tmp")
+        (shutil.move if move else shutil.copyfile)(src / name, tmp)
+        tmp.replace(out / name)
+    write_index(out)
+    return out
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m piwm_lib.collect", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="collect episodes (splits them by rank under `accelerate launch`)")
+    d, de, da = CollectConfig(), E.EnvConfig(), AgentConfig()
+    run.add_argument("--out", default=d.out)
+    run.add_argument("--episodes", type=int, default=d.episodes)
+    run.add_argument("--first-episode", type=int, default=d.first_episode)
+    run.add_argument("--seed", type=int, default=d.seed)
+    run.add_argument("--workers", type=int, default=d.workers)
+    run.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    run.add_argument("--frames", type=int, default=de.episode_frames, help="frames per episode")
+    run.add_argument("--vehicles", type=int, default=de.vehicles)
+    run.add_argument("--lanes", type=int, default=de.lanes)
+    run.add_argument("--policy-hz", type=int, default=de.policy_hz, help="recorded frames per second")
+    run.add_argument("--agent", choices=("mcts", "idm", "random"), default=da.kind)
+    run.add_argument("--budget", type=int, default=da.budget, help="MCTS iterations per decision")
+    run.add_argument("--horizon", type=int, default=da.horizon, help="MCTS depth in decisions")
+    run.add_argument("--decision-frames", type=int, default=da.decision_frames, help="frames between MCTS plans")
+    run.add_argument("--per-rank-dirs", action="store_true", help="rank r writes to OUT/rank_r (merge them later)")
+    run.add_argument("--no-progress", action="store_true")
+    mg = sub.add_parser("merge", help="join dataset slices into one dataset and index")
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--move", action="store_true", help="move files instead of copying them")
+    mg.add_argument("sources", nargs="+")
+    ck = sub.add_parser("check", help="verify every episode file of a dataset; exit 1 naming broken files")
+    ck.add_argument("root")
+    return p.parse_args(argv)
+
+
+def config_from_args(a: argparse.Namespace) -> CollectConfig:
+    """CollectConfig from the `run` command-line arguments."""
+    env = replace(E.EnvConfig(), episode_frames=a.frames, vehicles=a.vehicles, lanes=a.lanes, policy_hz=a.policy_hz)
+    agent = replace(AgentConfig(), kind=a.agent, budget=a.budget, horizon=a.horizon, decision_frames=a.decision_frames)
+    return CollectConfig(out=a.out, episodes=a.episodes, first_episode=a.first_episode, seed=a.seed,
+                         workers=a.workers, test_fraction=a.test_fraction, env=env, agent=agent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    a = _parse(argv)
+    if a.cmd == "run":
+        cfg = config_from_args(a)
+        collect(cfg, progress=not a.no_progress, per_rank_dirs=a.per_rank_dirs)
+        return 0
+    if a.cmd == "merge":
+        merge(a.out, a.sources, move=a.move)
+        return 0
+    from .dataset import check_dataset
+    problems = check_dataset(a.root)
+    for path, errs in problems.items():
+        for e in errs:
+            print(f"BROKEN {path}: {e}")
+    print(f"{a.root}: {'all episodes OK' if not problems else f'{len(problems)} broken episode file(s)'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

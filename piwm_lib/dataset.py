@@ -1,0 +1,202 @@
+"""A collected dataset: manifest, index with train/test split, integrity check, random training windows."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configs import save_json
+from .frames import resize_uint8
+from .storage import CorruptEpisodeError, Episode
+
+DATASET_FILE = "dataset.json"  # settings shared by every episode (seed, env, agent)
+INDEX_FILE = "index.json"  # episodes, lengths and split
+VEHICLE_RGB = np.array([(50, 200, 0), (73, 255, 0), (100, 200, 255), (147, 255, 255), (255, 100, 100)], np.uint8)
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The dataset.json of `root`, with a clear error when it is missing."""
+    path = Path(root) / DATASET_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {root} is not a collected dataset (run piwm_lib.collect first)")
+    return json.loads(path.read_text())
+
+
+def write_index(root: str | Path) -> dict:
+    """Scan the episode files of `root` and write index.json (the last `test_fraction` of episodes are test)."""
+    root = Path(root)
+    man = read_manifest(root)
+    rows, broken = [], []
+    for path in sorted(root.glob("episode_*.h5")):
+        try:
+            with Episode(path) as ep:
+                states = ep.read("states")
+                ids = ep.read("vehicle_ids")
+                rows.append({"file": path.name, "episode": int(ep.attrs["episode"]), "frames": ep.n_frames,
+                             "crashed": bool(ep.attrs.get("crashed", False)),
+                             "cars_in_view": round(float(cars_in_view(states, ep.meta("env_config")).mean()), 3),
+                             "vehicles_seen": int(len(np.unique(ids))), "bytes": path.stat().st_size})
+        except CorruptEpisodeError as e:
+            broken.append({"file": path.name, "error": str(e)})
+    n_test = round(man["test_fraction"] * len(rows))
+    if man["test_fraction"] > 0 and len(rows) >= 2:
+        n_test = min(max(n_test, 1), len(rows) - 1)  # both splits non-empty
+    for k, row in enumerate(rows):
+        row["split"] = "test" if k >= len(rows) - n_test else "train"
+    frames = sum(r["frames"] for r in rows)
+    index = {"episodes": rows, "broken": broken, "frames": frames,
+             "bytes_per_frame": round(sum(r["bytes"] for r in rows) / max(frames, 1), 1)}
+    save_json(index, root / INDEX_FILE)
+    return index
+
+
+def cars_in_view(states: np.ndarray, env_config: dict, margin_px: float = 14.0) -> np.ndarray:
+    """Other vehicles (not the ego) wholly inside the frame, per frame: (T,) int."""
+    from .env import STATE_FIELDS
+
+    px, py = states[..., STATE_FIELDS.index("px")], states[..., STATE_FIELDS.index("py")]
+    inside = (px >= margin_px) & (px <= env_config["screen_width"] - margin_px) & (py >= 6) & \
+             (py <= env_config["screen_height"] - 6)
+    return inside[:, 1:].sum(axis=1)
+
+
+class Dataset:
+    """A collected dataset folder: its manifest and index; episodes open lazily, one broken file does not stop the rest."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        path = self.root / INDEX_FILE
+        if not path.exists():
+            write_index(self.root)
+        self.index = json.loads(path.read_text())
+
+    def episodes(self, split: str | None = None) -> list[dict]:
+        """Index rows, optionally of one split ('train' or 'test')."""
+        if split not in (None, "train", "test"):
+            raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
+        return [r for r in self.index["episodes"] if split is None or r["split"] == split]
+
+    def open(self, row_or_episode: dict | int) -> Episode:
+        """Open one episode (by index row or episode number); raises CorruptEpisodeError naming a broken file."""
+        if isinstance(row_or_episode, int):
+            rows = [r for r in self.index["episodes"] if r["episode"] == row_or_episode]
+            if not rows:
+                raise KeyError(f"episode {row_or_episode} is not in {self.root / INDEX_FILE}")
+            row_or_episode = rows[0]
+        return Episode(self.root / row_or_episode["file"])
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Every window of `length` consecutive frames (and the actions between them) of one split, read on demand."""
+
+    def __init__(self, root: str | Path, split: str = "train", length: int = 9, key: str = "lowres",
+                 max_open: int = 64):
+        ds = Dataset(root)
+        self.root, self.length, self.key, self.max_open = ds.root, length, key, max_open
+        rows = [r for r in ds.episodes(split) if r["frames"] >= length]
+        self.files = [r["file"] for r in rows]
+        counts = np.array([r["frames"] - length + 1 for r in rows], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])  # window k lives in episode searchsorted(k)
+        self._open: OrderedDict[str, Episode] = OrderedDict()  # per-process cache of open files
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, k: int) -> tuple[str, int]:
+        """Episode file and start frame of window `k`."""
+        if not 0 <= k < len(self):
+            raise IndexError(f"window {k} out of range [0, {len(self)})")
+        e = int(np.searchsorted(self.offsets, k, side="right") - 1)
+        return self.files[e], int(k - self.offsets[e])
+
+    def _episode(self, name: str) -> Episode:
+        ep = self._open.pop(name, None) or Episode(self.root / name)
+        self._open[name] = ep
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)[1].close()
+        return ep
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        name, start = self.locate(k)
+        frames, actions = self._episode(name).window(start, self.length, self.key)
+        return {"frames": torch.from_numpy(frames),  # (L, H, W, 3) uint8
+                "actions": torch.from_numpy(actions.astype(np.int64))}  # (L-1,)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()  # open HDF5 handles do not cross process boundaries
+        return state
+
+
+def check_episode(path: str | Path, sample_every: int = 1) -> list[str]:
+    """Every problem found in one episode file (empty when it is sound): shapes, dtypes, lengths, states vs frames."""
+    try:
+        ep = Episode(path)
+    except CorruptEpisodeError as e:
+        return [str(e)]
+    problems: list[str] = []
+    with ep:
+        try:
+            cfg = ep.meta("env_config")
+            n = ep.n_frames
+            want = {"frames": ((n, cfg["screen_height"], cfg["screen_width"], 3), np.uint8),
+                    "lowres": ((n, cfg["lowres_height"], cfg["lowres_width"], 3), np.uint8),
+                    "states": ((n, cfg["vehicles"] + 1, len(ep.state_fields)), np.float32),
+                    "vehicle_ids": ((n, cfg["vehicles"] + 1), np.int32), "actions": ((n - 1,), np.int8)}
+            for key, (shape, dtype) in want.items():
+                ds = ep.f[key]
+                if ds.shape != shape or ds.dtype != dtype:
+                    problems.append(f"{key} is {ds.shape} {ds.dtype}, expected {shape} {np.dtype(dtype)}")
+            if problems:
+                return problems
+            actions = ep.read("actions")
+            if actions.size and (actions.min() < 0 or actions.max() > 4):
+                problems.append(f"actions outside 0..4: {sorted(set(actions.tolist()))}")
+            states = ep.read("states")
+            problems += _check_frames(ep, states, cfg, sample_every)
+        except CorruptEpisodeError as e:
+            problems.append(str(e))
+    return problems
+
+
+def _check_frames(ep: Episode, states: np.ndarray, cfg: dict, sample_every: int) -> list[str]:
+    """Decode every frame chunk; the GT pixel centre of each in-view vehicle must show a vehicle colour."""
+    from .env import STATE_FIELDS
+
+    problems, hits, total = [], 0, 0
+    px_i, py_i = STATE_FIELDS.index("px"), STATE_FIELDS.index("py")
+    for start in range(0, ep.n_frames, 64):
+        frames = ep.read("frames", start, start + 64)  # (B, H, W, 3)
+        lowres = ep.read("lowres", start, start + 64)
+        if start == 0 and not np.array_equal(resize_uint8(frames[:1], *lowres.shape[1:3])[0], lowres[0]):
+            problems.append("lowres[0] is not the bicubic-antialiased copy of frames[0]")
+        st = states[start:start + 64:sample_every]
+        fr = frames[::sample_every]
+        inside = (st[..., px_i] >= 14) & (st[..., px_i] <= cfg["screen_width"] - 14) & (st[..., py_i] >= 6) & \
+                 (st[..., py_i] <= cfg["screen_height"] - 6)
+        b, n = np.nonzero(inside)
+        colours = fr[b, st[b, n, py_i].astype(int), st[b, n, px_i].astype(int)]  # (K, 3)
+        hits += int((colours[:, None, :] == VEHICLE_RGB[None]).all(-1).any(-1).sum())
+        total += len(b)
+    if total and hits / total < 0.98:
+        problems.append(f"only {hits}/{total} vehicle centres land on vehicle-coloured pixels (states do not match frames)")
+    return problems
+
+
+def check_dataset(root: str | Path, progress: bool = True) -> dict[str, list[str]]:
+    """Check every episode file of a dataset; returns {file: problems} for the broken ones only."""
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    read_manifest(root)
+    out = {}
+    for path in tqdm(sorted(root.glob("episode_*.h5")), desc="check", unit="episode", disable=not progress):
+        problems = check_episode(path)
+        if problems:
+            out[str(path)] = problems
+    return out

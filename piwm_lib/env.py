@@ -1,0 +1,194 @@
+"""HighwayEnv bird's-eye-view environment: config, headless rendering, ground-truth vehicle states."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+
+if "XDG_RUNTIME_DIR" not in os.environ:  # SDL (pygame) warns on every render without it
+    os.environ["XDG_RUNTIME_DIR"] = os.path.join(tempfile.gettempdir(), f"piwm-xdg-{os.getuid()}")
+    os.makedirs(os.environ["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
+
+import gymnasium as gym  # noqa: E402
+import highway_env  # noqa: E402, F401  (registers highway-v0 with gymnasium)
+import numpy as np  # noqa: E402
+
+ACTIONS: tuple[str, ...] = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")  # DiscreteMetaAction
+IDLE = 1
+EGO_RGB = (50, 200, 0)  # ego car colour in the default render
+OTHER_RGB = (100, 200, 255)  # other cars
+CRASHED_RGB = (255, 100, 100)  # crashed cars are drawn red
+STATE_FIELDS: tuple[str, ...] = (
+    "x", "y", "vx", "vy", "heading", "speed", "lane", "target_lane", "px", "py", "crashed",
+)  # per vehicle, per frame; x, y, vx, vy in m and m/s, heading in rad, px, py in frame pixels
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """HighwayEnv settings for BEV data collection (values not published by the paper are our choices)."""
+
+    env_id: str = "highway-v0"  # gymnasium id, highway-v0 family
+    lanes: int = 4  # lanes_count (HighwayEnv default)
+    vehicles: int = 30  # other vehicles on the road (HighwayEnv default 50; recycling keeps view dense)
+    density: float = 1.0  # vehicles_density: initial spacing factor
+    simulation_hz: int = 15  # physics steps per second (HighwayEnv default)
+    policy_hz: int = 5  # recorded frames (and actions) per second; paper: not published
+    episode_frames: int = 1000  # frames recorded per episode (<= 1,000 as in the paper)
+    screen_width: int = 600  # px, default top-down render
+    screen_height: int = 150  # px
+    scaling: float = 5.5  # px per metre (HighwayEnv default)
+    lowres_height: int = 30  # px, dynamics-model grid (paper: 30x120)
+    lowres_width: int = 120  # px
+    recycle_traffic: bool = True  # move cars left far behind to far ahead, keeping traffic in view
+    recycle_behind_m: float = 45.0  # m behind the ego (off-screen: the view starts ~33 m behind)
+    spawn_ahead_m: tuple[float, float] = (90.0, 170.0)  # m ahead of the ego (view ends ~76 m ahead)
+    spawn_gap_m: float = 20.0  # m of free lane required around a respawned car
+    stop_on_crash: bool = True  # end the episode at the frame where the ego crashes
+    ego_speeds: tuple[float, ...] = (15.0, 20.0, 25.0, 30.0)  # m/s targets FASTER/SLOWER step through
+
+    def __post_init__(self) -> None:
+        if self.simulation_hz % self.policy_hz:
+            raise ValueError(f"simulation_hz ({self.simulation_hz}) must be a multiple of policy_hz ({self.policy_hz})")
+        if not 2 <= self.episode_frames <= 100_000:
+            raise ValueError(f"episode_frames must be in [2, 100000], got {self.episode_frames}")
+        if self.lanes < 1 or self.vehicles < 0:
+            raise ValueError(f"need lanes >= 1 and vehicles >= 0, got {self.lanes}, {self.vehicles}")
+
+    @property
+    def n_slots(self) -> int:
+        """Vehicle slots in the state arrays: the ego (slot 0) and every other vehicle."""
+        return self.vehicles + 1
+
+    def highway_config(self) -> dict:
+        """The HighwayEnv `configure` dict for this config."""
+        return {
+            "lanes_count": self.lanes,
+            "vehicles_count": self.vehicles,
+            "vehicles_density": self.density,
+            "simulation_frequency": self.simulation_hz,
+            "policy_frequency": self.policy_hz,
+            "duration": self.episode_frames / self.policy_hz + 1,  # never truncates before our stop
+            "screen_width": self.screen_width,
+            "screen_height": self.screen_height,
+            "scaling": self.scaling,
+            "centering_position": [0.3, 0.5],
+            "action": {"type": "DiscreteMetaAction", "target_speeds": list(self.ego_speeds)},
+            "offscreen_rendering": True,
+        }
+
+
+def make_env(cfg: EnvConfig) -> gym.Env:
+    """A headless HighwayEnv (render_mode rgb_array, no display needed; do not set SDL_VIDEODRIVER=dummy)."""
+    env = gym.make(cfg.env_id, render_mode="rgb_array", config=cfg.highway_config())
+    return env
+
+
+def reset(env: gym.Env, seed: int) -> np.ndarray:
+    """Reset with `seed`, number the vehicles (ego = id 0) and return the first frame (H, W, 3) uint8."""
+    env.reset(seed=seed)
+    u = env.unwrapped
+    for i, v in enumerate(vehicle_slots(u)):
+        v.piwm_id = i
+    u.piwm_next_id = len(u.road.vehicles)
+    return render(env)
+
+
+def render(env: gym.Env) -> np.ndarray:
+    """Render the current state; only the recorded frame is drawn, not the skipped physics steps."""
+    frame = env.render()
+    env.unwrapped.enable_auto_render = False
+    if frame is None or frame.max() == 0:
+        raise RuntimeError("HighwayEnv returned a blank frame: is SDL_VIDEODRIVER=dummy set? unset it")
+    return np.ascontiguousarray(frame, dtype=np.uint8)  # (H, W, 3)
+
+
+def vehicle_slots(u) -> list:
+    """Vehicles in a fixed slot order: the ego first, then the others as HighwayEnv created them."""
+    return [u.vehicle] + [v for v in u.road.vehicles if v is not u.vehicle]
+
+
+def vehicle_states(u) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth states (N, len(STATE_FIELDS)) float32 and ids (N,) int32, pixels from the viewer's transform."""
+    surface = u.viewer.sim_surface
+    ox, oy = surface.origin
+    rows, ids = [], []
+    for v in vehicle_slots(u):
+        x, y = v.position
+        lane = v.lane_index[2] if v.lane_index else -1
+        target = getattr(v, "target_lane_index", None) or v.lane_index
+        rows.append((x, y, v.velocity[0], v.velocity[1], v.heading, v.speed, lane,
+                     target[2] if target else -1, (x - ox) * surface.scaling, (y - oy) * surface.scaling,
+                     float(v.crashed)))
+        ids.append(getattr(v, "piwm_id", -1))
+    return np.asarray(rows, dtype=np.float32), np.asarray(ids, dtype=np.int32)
+
+
+def step(env: gym.Env, action: int) -> bool:
+    """Advance one recorded frame with `action`; return True when the ego has crashed."""
+    _, _, terminated, _, _ = env.step(int(action))
+    return bool(env.unwrapped.vehicle.crashed or terminated)
+
+
+def recycle_traffic(u, cfg: EnvConfig) -> None:
+    """Move cars left far behind the ego (or crashed there) to a free spot far ahead, as new vehicles."""
+    ego = u.vehicle
+    rng = u.np_random
+    for v in u.road.vehicles:
+        if v is ego or v.position[0] > ego.position[0] - cfg.recycle_behind_m:
+            continue
+        for _ in range(8):  # a few tries to find a free spot; otherwise leave the car where it is
+            lane_id = int(rng.integers(cfg.lanes))
+            lane_index = (ego.lane_index[0], ego.lane_index[1], lane_id)
+            lane = u.road.network.get_lane(lane_index)
+            s = ego.position[0] + float(rng.uniform(*cfg.spawn_ahead_m))
+            if all(abs(o.position[0] - s) > cfg.spawn_gap_m or o.lane_index[2] != lane_id
+                   for o in u.road.vehicles if o is not v):
+                _respawn(u, v, lane, lane_index, s, float(rng.uniform(20.0, 25.0)))
+                break
+
+
+def _respawn(u, v, lane, lane_index, s: float, speed: float) -> None:
+    """Place vehicle `v` on `lane` at longitudinal position `s` as a fresh car with a new id."""
+    v.position = lane.position(s, 0.0)
+    v.heading = lane.heading_at(s)
+    v.speed = speed
+    v.lane_index = v.target_lane_index = lane_index
+    v.lane = lane
+    if hasattr(v, "target_speed"):
+        v.target_speed = speed
+    v.crashed = False
+    v.impact = None
+    v.history.clear() if hasattr(v, "history") else None
+    v.piwm_id = u.piwm_next_id
+    u.piwm_next_id += 1
+
+
+def planning_copy(u, behind_m: float, ahead_m: float):
+    """Copy of the unwrapped env keeping only vehicles within [-behind_m, +ahead_m] of the ego (cheap to step)."""
+    road = u.road
+    everyone = road.vehicles
+    x0 = u.vehicle.position[0]
+    road.vehicles = [v for v in everyone if -behind_m <= v.position[0] - x0 <= ahead_m]
+    try:
+        return copy.deepcopy(u)
+    finally:
+        road.vehicles = everyone
+
+
+def simulate(u, action: int, frames: int = 1) -> bool:
+    """Step a planning copy `frames` recorded frames (action on the first, IDLE after), no observation; True on crash."""
+    for k in range(frames):
+        u.time += 1.0 / u.config["policy_frequency"]
+        u._simulate(action if k == 0 else IDLE)  # HighwayEnv's physics loop, without observe/reward
+        if u.vehicle.crashed:
+            return True
+    return False
+
+
+def in_view(states: np.ndarray, cfg: EnvConfig, margin_px: float = 14.0) -> np.ndarray:
+    """Mask (..., N) of vehicles whose whole body is inside the frame (centre at least `margin_px` from x edges)."""
+    px = states[..., STATE_FIELDS.index("px")]
+    py = states[..., STATE_FIELDS.index("py")]
+    return (px >= margin_px) & (px <= cfg.screen_width - margin_px) & (py >= 6) & (py <= cfg.screen_height - 6)

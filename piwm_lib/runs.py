@@ -1,0 +1,50 @@
+"""Project paths and run folders: runs/<notebook>/<run_name>/{config.json, metrics.json, ...}."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configs import save_json
+
+ROOT = Path(__file__).resolve().parents[1]  # the project folder (editable install)
+
+
+def resolve(path: str | Path) -> Path:
+    """A path relative to the project root (notebooks run from notebooks/, the CLI from anywhere)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch from the one SEED (environments get SEED + episode at reset)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_dir(notebook: str, run_name: str, config: dict, overwrite: bool = False) -> Path:
+    """Create runs/<notebook>/<run_name>/ with config.json; refuse to reuse a finished run unless `overwrite`."""
+    d = resolve("runs") / notebook / run_name
+    if (d / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(f"{d} holds a finished run; pass another RUN_NAME or OVERWRITE=True")
+    d.mkdir(parents=True, exist_ok=True)
+    save_json(config, d / "config.json")
+    return d
+
+
+def write_metrics(d: Path, metrics: dict) -> Path:
+    """Write metrics.json (atomically) and return its path."""
+    clean = json.loads(json.dumps(metrics, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    save_json(clean, d / "metrics.json")
+    return d / "metrics.json"
+
+
+def in_ci() -> bool:
+    """True under CI (the CI variable is set), where progress bars are left out of stored output."""
+    return bool(os.environ.get("CI"))
