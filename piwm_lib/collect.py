@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import env as E
 from .agents import AgentConfig, make_agent
-from .configs import from_dict, save_json, to_dict
+from .configs import save_json, to_dict
 from .dataset import DATASET_FILE, read_manifest, write_index
 from .frames import resize_uint8
 from .storage import EpisodeWriter, episode_name

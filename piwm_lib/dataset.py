@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from .bev import STATE_FIELDS, VEHICLE_RGB, in_view
 from .configs import save_json
 from .frames import resize_uint8
 from .storage import CorruptEpisodeError, Episode
 
 DATASET_FILE = "dataset.json"  # settings shared by every episode (seed, env, agent)
 INDEX_FILE = "index.json"  # episodes, lengths and split
-VEHICLE_RGB = np.array([(50, 200, 0), (73, 255, 0), (100, 200, 255), (147, 255, 255), (255, 100, 100)], np.uint8)
 
 
 def read_manifest(root: str | Path) -> dict:
@@ -54,18 +55,13 @@ def write_index(root: str | Path) -> dict:
     return index
 
 
-def cars_in_view(states: np.ndarray, env_config: dict, margin_px: float = 14.0) -> np.ndarray:
+def cars_in_view(states: np.ndarray, env_config: dict) -> np.ndarray:
     """Other vehicles (not the ego) wholly inside the frame, per frame: (T,) int."""
-    from .env import STATE_FIELDS
-
-    px, py = states[..., STATE_FIELDS.index("px")], states[..., STATE_FIELDS.index("py")]
-    inside = (px >= margin_px) & (px <= env_config["screen_width"] - margin_px) & (py >= 6) & \
-             (py <= env_config["screen_height"] - 6)
-    return inside[:, 1:].sum(axis=1)
+    return in_view(states, env_config["screen_width"], env_config["screen_height"])[:, 1:].sum(axis=1)
 
 
 class Dataset:
-    """A collected dataset folder: its manifest and index; episodes open lazily, one broken file does not stop the rest."""
+    """A collected dataset folder: manifest and index; episodes open lazily, a broken file does not stop the rest."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -166,8 +162,6 @@ def check_episode(path: str | Path, sample_every: int = 1) -> list[str]:
 
 def _check_frames(ep: Episode, states: np.ndarray, cfg: dict, sample_every: int) -> list[str]:
     """Decode every frame chunk; the GT pixel centre of each in-view vehicle must show a vehicle colour."""
-    from .env import STATE_FIELDS
-
     problems, hits, total = [], 0, 0
     px_i, py_i = STATE_FIELDS.index("px"), STATE_FIELDS.index("py")
     for start in range(0, ep.n_frames, 64):
@@ -177,21 +171,19 @@ def _check_frames(ep: Episode, states: np.ndarray, cfg: dict, sample_every: int)
             problems.append("lowres[0] is not the bicubic-antialiased copy of frames[0]")
         st = states[start:start + 64:sample_every]
         fr = frames[::sample_every]
-        inside = (st[..., px_i] >= 14) & (st[..., px_i] <= cfg["screen_width"] - 14) & (st[..., py_i] >= 6) & \
-                 (st[..., py_i] <= cfg["screen_height"] - 6)
+        inside = in_view(st, cfg["screen_width"], cfg["screen_height"])
         b, n = np.nonzero(inside)
         colours = fr[b, st[b, n, py_i].astype(int), st[b, n, px_i].astype(int)]  # (K, 3)
         hits += int((colours[:, None, :] == VEHICLE_RGB[None]).all(-1).any(-1).sum())
         total += len(b)
     if total and hits / total < 0.98:
-        problems.append(f"only {hits}/{total} vehicle centres land on vehicle-coloured pixels (states do not match frames)")
+        problems.append(f"only {hits}/{total} vehicle centres land on vehicle-coloured pixels "
+                        "(states do not match frames)")
     return problems
 
 
 def check_dataset(root: str | Path, progress: bool = True) -> dict[str, list[str]]:
     """Check every episode file of a dataset; returns {file: problems} for the broken ones only."""
-    from tqdm.auto import tqdm
-
     root = Path(root)
     read_manifest(root)
     out = {}

@@ -15,14 +15,10 @@ import gymnasium as gym  # noqa: E402
 import highway_env  # noqa: E402, F401  (registers highway-v0 with gymnasium)
 import numpy as np  # noqa: E402
 
+from .bev import CRASHED_RGB, EGO_RGB, OTHER_RGB, STATE_FIELDS  # noqa: E402, F401  (re-exported for notebooks)
+
 ACTIONS: tuple[str, ...] = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")  # DiscreteMetaAction
 IDLE = 1
-EGO_RGB = (50, 200, 0)  # ego car colour in the default render
-OTHER_RGB = (100, 200, 255)  # other cars
-CRASHED_RGB = (255, 100, 100)  # crashed cars are drawn red
-STATE_FIELDS: tuple[str, ...] = (
-    "x", "y", "vx", "vy", "heading", "speed", "lane", "target_lane", "px", "py", "crashed",
-)  # per vehicle, per frame; x, y, vx, vy in m and m/s, heading in rad, px, py in frame pixels
 
 
 @dataclass(frozen=True)
@@ -166,11 +162,23 @@ def _respawn(u, v, lane, lane_index, s: float, speed: float) -> None:
 
 
 def planning_copy(u, behind_m: float, ahead_m: float):
-    """Copy of the unwrapped env keeping only vehicles within [-behind_m, +ahead_m] of the ego (cheap to step)."""
+    """Copy of the unwrapped env keeping only vehicles within [-behind_m, +ahead_m] of the ego (cheap to step),
+    plus the nearest car beyond each edge in every lane, so that lane-change decisions (MOBIL) near the ego
+    still see the right followers and leaders."""
     road = u.road
     everyone = road.vehicles
     x0 = u.vehicle.position[0]
-    road.vehicles = [v for v in everyone if -behind_m <= v.position[0] - x0 <= ahead_m]
+    keep = [v for v in everyone if -behind_m <= v.position[0] - x0 <= ahead_m]
+    edges: dict[tuple, object] = {}
+    for v in everyone:
+        dx = v.position[0] - x0
+        if -behind_m <= dx <= ahead_m:
+            continue
+        key = (v.lane_index[2], dx > 0)
+        best = edges.get(key)
+        if best is None or abs(dx) < abs(best.position[0] - x0):
+            edges[key] = v
+    road.vehicles = keep + [v for v in everyone if v in edges.values()]
     try:
         return copy.deepcopy(u)
     finally:
@@ -178,7 +186,7 @@ def planning_copy(u, behind_m: float, ahead_m: float):
 
 
 def simulate(u, action: int, frames: int = 1) -> bool:
-    """Step a planning copy `frames` recorded frames (action on the first, IDLE after), no observation; True on crash."""
+    """Step a planning copy `frames` recorded frames (action first, then IDLE), skipping observations; True on crash."""
     for k in range(frames):
         u.time += 1.0 / u.config["policy_frequency"]
         u._simulate(action if k == 0 else IDLE)  # HighwayEnv's physics loop, without observe/reward
@@ -186,9 +194,3 @@ def simulate(u, action: int, frames: int = 1) -> bool:
             return True
     return False
 
-
-def in_view(states: np.ndarray, cfg: EnvConfig, margin_px: float = 14.0) -> np.ndarray:
-    """Mask (..., N) of vehicles whose whole body is inside the frame (centre at least `margin_px` from x edges)."""
-    px = states[..., STATE_FIELDS.index("px")]
-    py = states[..., STATE_FIELDS.index("py")]
-    return (px >= margin_px) & (px <= cfg.screen_width - margin_px) & (py >= 6) & (py <= cfg.screen_height - 6)

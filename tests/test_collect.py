@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import digests, small_config
+
 from piwm_lib.collect import collect, merge
 from piwm_lib.dataset import Dataset
 

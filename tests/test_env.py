@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from piwm_lib import bev
 from piwm_lib import env as E
 from piwm_lib.agents import AgentConfig, MCTSAgent, make_agent
 from piwm_lib.frames import from_model, resize_uint8, to_model
 
-VEHICLE_COLOURS = [E.EGO_RGB, E.OTHER_RGB, (73, 255, 0), (147, 255, 255), E.CRASHED_RGB]
+VEHICLE_COLOURS = [tuple(c) for c in bev.VEHICLE_RGB.tolist()]
 
 
 @pytest.fixture()
@@ -41,7 +42,7 @@ def test_gt_pixel_positions_land_on_the_rendered_vehicles(env):
     checked = 0
     for t in range(25):
         states, _ = E.vehicle_states(env.unwrapped)
-        inside = np.nonzero(E.in_view(states, cfg))[0]
+        inside = np.nonzero(bev.in_view(states, cfg.screen_width, cfg.screen_height))[0]
         for n in inside:
             x, y = int(states[n, E.STATE_FIELDS.index("px")]), int(states[n, E.STATE_FIELDS.index("py")])
             assert tuple(frame[y, x]) in VEHICLE_COLOURS, f"frame {t}, vehicle slot {n} at ({x}, {y})"
@@ -126,3 +127,12 @@ def test_mcts_avoids_a_stopped_car_ahead(env):
     action = agent.plan(u)
     assert action in (0, 2, 4)  # ... so the planner steers away or brakes
     assert not E.simulate(E.planning_copy(u, 30, 80), action, 5)
+
+
+def test_configs_round_trip_through_json():
+    from piwm_lib.configs import from_dict, to_dict
+
+    cfg = E.EnvConfig(lanes=3, spawn_ahead_m=(80.0, 150.0))
+    assert from_dict(E.EnvConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ValueError, match="unknown field"):
+        from_dict(E.EnvConfig, {"lanez": 3})
