@@ -152,7 +152,7 @@ class MCTSAgent:
                 node = node.children[action]
                 path.append(node)
             else:
-                action = IDLE  # rollout policy
+                action = self._rollout_action(sim)
             r, done = self._reward_step(sim, action)
             ret += disc * r
             disc *= c.discount
@@ -162,6 +162,14 @@ class MCTSAgent:
         for n in path:
             n.visits += 1
             n.value += ret
+
+    def _rollout_action(self, sim) -> int:
+        """Default policy after expansion: brake when closing in on the car ahead (within 1.5 s), else IDLE."""
+        ego = sim.vehicle
+        front, _ = sim.road.neighbour_vehicles(ego, ego.lane_index)
+        if front is not None and front.speed < ego.speed and front.position[0] - ego.position[0] < 1.5 * ego.speed:
+            return SLOWER
+        return IDLE
 
     def _ucb(self, node: _Node) -> int:
         """UCB1 choice among the children of a fully expanded node."""
