@@ -52,7 +52,7 @@ bench-read: $(STAMP)
 
 # Re-execute the notebooks in place so that their stored outputs match the library (run before committing).
 nb-refresh: $(STAMP)
-	@for nb in $(NOTEBOOKS); do $(VENV)/bin/papermill $$nb $$nb --cwd notebooks --no-progress-bar || exit 1; done
+	@for nb in $(NOTEBOOKS); do $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -51,7 +51,8 @@ def manifest(cfg: CollectConfig) -> dict:
 
 def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) -> dict:
     """Drive one episode with the agent, streaming frames, low-res copy, actions and states to its file."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core per episode; restored below for in-process callers
     ec = cfg.env
     env = E.make_env(ec)
     u = env.unwrapped
@@ -90,6 +91,7 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
         raise
     finally:
         env.close()
+        torch.set_num_threads(threads)
     if progress is not None:
         progress.put(n % 25)  # frames not yet reported
     return {"episode": index, "frames": n, "crashed": bool(crashed), "agent_s": t_agent, "env_s": t_env}

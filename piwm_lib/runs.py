@@ -46,6 +46,16 @@ def write_metrics(d: Path, metrics: dict) -> Path:
     return d / "metrics.json"
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; any other name is passed to torch.device (e.g. 'cpu', 'cuda:1')."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"DEVICE must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from e
+
+
 def in_ci() -> bool:
     """True under CI (the CI variable is set), where progress bars are left out of stored output."""
     return bool(os.environ.get("CI"))
