@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from piwm_lib import bev
+from piwm_lib import detect as D
 from piwm_lib import masks as M
 
 
@@ -62,7 +63,7 @@ def main() -> None:
                              ("soft (infer)", lambda x: M.soft_mask(x, cfg, "infer"), f),
                              ("hard", lambda x: M.hard_mask(x, cfg), f),
                              ("gt (states)", lambda x: M.gt_mask(x, cfg), s),
-                             ("detect_vehicles", lambda x: M.detect_vehicles(x), f)):
+                             ("detect_vehicles", lambda x: D.detect_vehicles(x), f)):
             print(f"{name:>24} {label:>16}: {masks_per_s(fn, x, a.repeats, dev):9.0f} masks/s", flush=True)
 
 
