@@ -114,8 +114,9 @@ def todo(out: Path, cfg: CollectConfig, rank: int = 0, world: int = 1) -> list[i
     return [i for i in mine if not (out / episode_name(i)).exists()]
 
 
-def prepare(out: Path, cfg: CollectConfig) -> None:
-    """Create `out` with its dataset.json, or check that an existing one has the same settings; drop temp files."""
+def prepare(out: Path, cfg: CollectConfig, clean: bool = True) -> None:
+    """Create `out` with its dataset.json, or check that an existing one has the same settings; with `clean`, drop
+    the temp files of episodes that were in flight when an earlier run was killed."""
     out.mkdir(parents=True, exist_ok=True)
     want = manifest(cfg)
     if (out / DATASET_FILE).exists():
@@ -126,8 +127,8 @@ def prepare(out: Path, cfg: CollectConfig) -> None:
                              f"choose another folder or delete it")
     else:
         save_json(want, out / DATASET_FILE)
-    for tmp in out.glob("*.tmp"):
-        tmp.unlink()  # episodes in flight when a previous run was killed
+    for tmp in out.glob("*.tmp") if clean else ():
+        tmp.unlink()
 
 
 def collect(cfg: CollectConfig, progress: bool = True, rank: int | None = None, world: int | None = None,
@@ -145,7 +146,7 @@ def collect(cfg: CollectConfig, progress: bool = True, rank: int | None = None, 
         prepare(out, cfg)
     barrier()
     if rank != 0 and not per_rank_dirs:
-        prepare(out, cfg)
+        prepare(out, cfg, clean=False)  # rank 0 may already be writing its first episode
     jobs = todo(out, cfg, rank, world)
     total = len(jobs) * cfg.env.episode_frames
     bar = tqdm(total=total, unit="frame", desc=f"collect rank {rank}/{world}" if world > 1 else "collect",
