@@ -20,12 +20,13 @@ class UNetConfig:
     """U-Net of the denoiser F (DIAMOND, arXiv 2405.12399; sizes from PIWM, arXiv 2509.12437)."""
 
     channels: tuple[int, ...] = (32, 32, 64, 64)  # feature channels per level, finest first; one level per entry
-    blocks_per_level: int = 2  # residual blocks per level on the way down and on the way up
+    blocks_per_level: int = 2  # residual blocks per level on the way down (the way up has one more per level)
     attn_levels: tuple[int, ...] = (3,)  # level indices (0 = finest) whose residual blocks end in self-attention
     mid_attn: bool = True  # the two middle blocks (deepest resolution) end in self-attention
     cond_dim: int = 128  # width of the conditioning vector (noise level + actions) feeding every AdaGN
     n_fourier: int = 64  # Fourier features of c_noise (cos and sin of n_fourier / 2 fixed random frequencies)
     fourier_std: float = 1.0  # std of those frequencies, in cycles per unit of c_noise = ln(sigma~) / 4
+    context_noise_cond: bool = True  # add Fourier features of the context frames' noise level c_noise_ctx (no params)
     n_actions: int = 5  # discrete actions (HighwayEnv DiscreteMetaAction); 0 = no action conditioning
     n_context: int = 4  # context frames in the input (upsampler: 2 = previous full-res frame, bicubic upsample)
     use_mask: bool = True  # one mask channel between the context frames and the noisy target
@@ -49,21 +50,23 @@ class UNetConfig:
         return (self.n_context + 1) * self.image_channels + int(self.use_mask)
 
 
-UPSAMPLER = UNetConfig(channels=(64, 64, 128, 256), attn_levels=(), mid_attn=False, cond_dim=2048, n_fourier=256,
-                       n_actions=0, n_context=2, use_mask=False)
+UPSAMPLER = UNetConfig(channels=(64, 64, 128, 256), attn_levels=(3,), cond_dim=2048, n_fourier=2048, n_actions=0,
+                       n_context=2, use_mask=False)
 PRESETS: dict[str, UNetConfig] = {
-    "tiny": UNetConfig(),  # ~1.3M, learns on 2 CPU cores in minutes
-    "course": UNetConfig(channels=(32, 64, 128, 128), attn_levels=(2, 3), cond_dim=512, n_fourier=128),  # ~9M
-    "130M": UNetConfig(channels=(48, 96, 192, 384), attn_levels=(2, 3), cond_dim=2048, n_fourier=256),
-    "400M": UNetConfig(channels=(128, 256, 512, 1024), attn_levels=(2, 3), cond_dim=2048, n_fourier=256),
+    "tiny": UNetConfig(),  # 2.3M, learns on 2 CPU cores in minutes
+    "course": UNetConfig(channels=(32, 64, 128, 128), attn_levels=(2, 3), cond_dim=512, n_fourier=128),  # 11.2M
+    "130M": UNetConfig(channels=(48, 96, 192, 384), attn_levels=(2, 3), cond_dim=2048, n_fourier=2048),
+    "400M": UNetConfig(channels=(128, 256, 512, 1024), attn_levels=(2, 3), cond_dim=2048, n_fourier=2048),
     "upsampler": UPSAMPLER,  # the paper's x5 upsampler, shared by every size
-    "upsampler-tiny": replace(UPSAMPLER, channels=(16, 16, 32, 32), cond_dim=64, n_fourier=32),  # tests, smoke runs
+    "upsampler-tiny": replace(UPSAMPLER, channels=(16, 16, 32, 32), cond_dim=64, n_fourier=32),  # 0.57M, tests
+    "upsampler-course": replace(UPSAMPLER, channels=(32, 32, 64, 128), cond_dim=256, n_fourier=128),  # 5.3M
 }
+UPSAMPLER_OF = {"tiny": "upsampler-tiny", "course": "upsampler-course", "130M": "upsampler", "400M": "upsampler"}
 PAPER_TOTALS = {"130M": 130.2e6, "400M": 381.6e6}  # dynamics + upsampler parameters published by PIWM
 
 
 def preset(name: str) -> UNetConfig:
-    """The UNetConfig of a named size: tiny, course, 130M, 400M (dynamics) or upsampler, upsampler-tiny."""
+    """The UNetConfig of a named size: tiny, course, 130M, 400M (dynamics) or upsampler, upsampler-tiny/-course."""
     if name not in PRESETS:
         raise ValueError(f"unknown U-Net preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]
@@ -76,9 +79,9 @@ def _groups(c: int, cfg: UNetConfig) -> int:
 class FourierFeatures(nn.Module):
     """cos/sin of fixed random frequencies of a scalar (Tancik et al. 2020; EDM's noise embedding)."""
 
-    def __init__(self, n: int, std: float) -> None:
+    def __init__(self, n: int, std: float, seed: int = 0) -> None:
         super().__init__()
-        g = torch.Generator(device="cpu").manual_seed(0)  # the same frequencies for every model, whatever the seed
+        g = torch.Generator(device="cpu").manual_seed(seed)  # the same frequencies for every model, whatever the seed
         freqs = torch.randn(n // 2, generator=g, device="cpu") * std
         self.register_buffer("freqs", freqs.to(torch.empty(0).device))  # follows a meta/cuda default device
 
@@ -149,6 +152,7 @@ class UNet(nn.Module):
         self.cfg = cfg
         ch, n = cfg.channels, cfg.blocks_per_level
         self.fourier = FourierFeatures(cfg.n_fourier, cfg.fourier_std)
+        self.fourier_ctx = FourierFeatures(cfg.n_fourier, cfg.fourier_std, seed=1) if cfg.context_noise_cond else None
         self.noise_mlp = nn.Sequential(nn.Linear(cfg.n_fourier, cfg.cond_dim), nn.SiLU(),
                                        nn.Linear(cfg.cond_dim, cfg.cond_dim))
         # one embedding per (context position, action): the sum keeps the order of the previous actions
@@ -171,9 +175,10 @@ class UNet(nn.Module):
         self.upsample = nn.ModuleList()
         for i in reversed(range(len(ch))):
             blocks = []
-            for _ in range(n + 1):  # one block more than on the way down: it consumes the level's entry skip
-                blocks.append(ResBlock(c + skips.pop(), ch[i], cfg, i in cfg.attn_levels))
-                c = ch[i]
+            for j in range(n + 1):  # one block more than on the way down: it consumes the level's entry skip
+                co = ch[i] if j < n else ch[max(i - 1, 0)]  # the last one already has the next level's width
+                blocks.append(ResBlock(c + skips.pop(), co, cfg, i in cfg.attn_levels))
+                c = co
             self.up.append(nn.ModuleList(blocks))
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
@@ -182,9 +187,15 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def condition(self, c_noise: torch.Tensor, actions: torch.Tensor | None) -> torch.Tensor:
-        """Conditioning vector (B, D) = MLP(Fourier(c_noise)) + sum_k E[k, a_k] over the previous actions (B, K)."""
-        cond = self.noise_mlp(self.fourier(c_noise))  # (B, D)
+    def condition(self, c_noise: torch.Tensor, actions: torch.Tensor | None = None,
+                  c_noise_ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditioning (B, D) = MLP(Fourier(c_noise) [+ Fourier'(c_noise_ctx)]) + sum_k E[k, a_k], actions (B, K)."""
+        feats = self.fourier(c_noise)  # (B, n_fourier)
+        if self.fourier_ctx is not None:
+            if c_noise_ctx is None:
+                raise ValueError("this U-Net is conditioned on the context noise level: pass c_noise_ctx (B,)")
+            feats = feats + self.fourier_ctx(c_noise_ctx)
+        cond = self.noise_mlp(feats)  # (B, D)
         if self.action_emb is not None:
             if actions is None:
                 raise ValueError("this U-Net is action-conditioned: pass actions (B, n_context) long")
@@ -192,9 +203,10 @@ class UNet(nn.Module):
             cond = cond + self.action_emb(actions.long() + pos[None]).sum(1)
         return cond
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, actions: torch.Tensor | None = None,
+                c_noise_ctx: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, in_channels, H, W) (context frames, mask, c_in * noisy target), c_noise (B,) -> (B, 3, H, W)."""
-        cond = self.condition(c_noise, actions)
+        cond = self.condition(c_noise, actions, c_noise_ctx)
         h = self.conv_in(x)
         skips = [h]
         for i, blocks in enumerate(self.down):
@@ -226,7 +238,7 @@ def count_parameters(cfg: UNetConfig | str) -> int:
 def world_model_parameters(name: str) -> dict[str, float]:
     """Dynamics, upsampler and total parameters of a named size, and % off the paper's total where published."""
     dyn = count_parameters(name)
-    up = count_parameters("upsampler-tiny" if name == "tiny" else "upsampler")
+    up = count_parameters(UPSAMPLER_OF[name])
     out = {"dynamics": dyn, "upsampler": up, "total": dyn + up}
     if name in PAPER_TOTALS:
         out["percent_off"] = 100.0 * (dyn + up - PAPER_TOTALS[name]) / PAPER_TOTALS[name]
