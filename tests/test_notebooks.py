@@ -33,4 +33,5 @@ def test_01_collect_data_with_a_parameters_file(tmp_path):
     assert 3 <= m["frames"] <= 75 and m["broken_files"] == 0
     assert 0 < m["bytes_per_frame"] < 10_000 and m["mean_cars_in_view"] > 1
     assert m["mcts_decision_ms"] > 0 and m["windows_per_s_one_process"] > 0
+    assert m["frames_collected_now"] == m["frames"] and m["collect_frames_per_s"] > 0
     assert (tmp_path / "runs" / "01_collect_data" / "pm" / "episode0.gif").stat().st_size > 1000
