@@ -19,8 +19,12 @@ STATE_FIELDS: tuple[str, ...] = (
 )  # per vehicle, per frame; x, y, vx, vy in m and m/s, heading in rad, px, py in frame pixels
 
 
-def in_view(states: np.ndarray, width: int, height: int, margin_px: float = 14.0) -> np.ndarray:
-    """Mask (..., N) of vehicles wholly inside a width x height frame (centre >= `margin_px` from the x edges)."""
-    px = states[..., STATE_FIELDS.index("px")]
-    py = states[..., STATE_FIELDS.index("py")]
+def in_frame(px: np.ndarray, py: np.ndarray, width: int, height: int, margin_px: float = 14.0) -> np.ndarray:
+    """Whether a car centred at pixel (px, py) is wholly inside a width x height frame (margin_px from the x edges)."""
     return (px >= margin_px) & (px <= width - margin_px) & (py >= 6) & (py <= height - 6)
+
+
+def in_view(states: np.ndarray, width: int, height: int, margin_px: float = 14.0) -> np.ndarray:
+    """Mask (..., N) of vehicles wholly inside a width x height frame, from their states (..., N, F)."""
+    return in_frame(states[..., STATE_FIELDS.index("px")], states[..., STATE_FIELDS.index("py")], width, height,
+                    margin_px)

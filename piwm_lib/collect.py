@@ -7,7 +7,6 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -63,17 +62,14 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
     writer = EpisodeWriter(out / episode_name(index), frame_shape=(ec.screen_height, ec.screen_width, 3),
                            lowres_shape=(ec.lowres_height, ec.lowres_width, 3), n_slots=ec.n_slots,
                            state_fields=E.STATE_FIELDS, attrs=attrs)
-    t_agent = t_env = 0.0
     action, crashed = None, False
     try:
         for t in range(ec.episode_frames):
             if t > 0:
-                t0 = time.perf_counter()
                 crashed = E.step(env, action)
                 if ec.recycle_traffic:
                     E.recycle_traffic(u, ec)
                 frame = E.render(env)
-                t_env += time.perf_counter() - t0
             states, ids = E.vehicle_states(u)
             writer.append(frame, resize_uint8(frame[None], ec.lowres_height, ec.lowres_width)[0], states, ids, action)
             if progress is not None and t % 25 == 24:
@@ -81,9 +77,7 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
             if crashed and ec.stop_on_crash:
                 break
             if t < ec.episode_frames - 1:
-                t0 = time.perf_counter()
                 action = agent.act(u)
-                t_agent += time.perf_counter() - t0
         n = writer.n
         writer.close(crashed=bool(crashed))
     except BaseException:
@@ -94,7 +88,7 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
         torch.set_num_threads(threads)
     if progress is not None:
         progress.put(n % 25)  # frames not yet reported
-    return {"episode": index, "frames": n, "crashed": bool(crashed), "agent_s": t_agent, "env_s": t_env}
+    return {"episode": index, "frames": n, "crashed": bool(crashed)}
 
 
 def _worker(args: tuple) -> dict:

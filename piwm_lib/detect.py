@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bev import STATE_FIELDS, in_view
+from .bev import STATE_FIELDS, in_frame, in_view
 from .masks import MaskConfig, vehicle_pixels
 
 
@@ -118,9 +118,8 @@ def detection_scores(det: Detections, states: np.ndarray | torch.Tensor, width: 
     blob_of, rows, offset = match_vehicles(det, states, radius)
     s = torch.as_tensor(states, dtype=torch.float32).cpu()
     seen = torch.as_tensor(in_view((s[None] if s.dim() == 2 else s)[:, 1:].numpy(), width, height))  # (B, M)
-    probe = torch.zeros(len(rows), len(STATE_FIELDS))
-    probe[:, STATE_FIELDS.index("px")], probe[:, STATE_FIELDS.index("py")] = det.centre[rows].cpu().T
-    blob_in = torch.as_tensor(in_view(probe.numpy(), width, height))  # (K,)
+    cx, cy = det.centre[rows].cpu().T.numpy()  # (K,), (K,)
+    blob_in = torch.as_tensor(in_frame(cx, cy, width, height))  # (K,)
     matched = offset[:, 0].isfinite().cpu()  # (K,)
     found = (blob_of.cpu() >= 0) & seen  # (B, M)
     good = offset.cpu()[blob_of.cpu()[found]]  # (T, 2) offsets of in-view matches

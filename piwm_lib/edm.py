@@ -8,7 +8,6 @@ sigma^2 + sigma_offset^2 = sigma~^2, so the preconditioning uses sigma~ in place
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -161,8 +160,3 @@ def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, context: torch.Tensor, 
         return err.mean()
     w = weight[:, None] if weight.dim() == 3 else weight  # (B, 1, H, W)
     return (err * w).sum() / (w.expand_as(err).sum() + 1e-12)
-
-
-def c_noise_range(cfg: EDMConfig) -> tuple[float, float]:
-    """c_noise at the training clip [sigma_min, sigma_max]: the range the Fourier features must resolve."""
-    return tuple(math.log(math.sqrt(s**2 + cfg.sigma_offset**2)) / 4 for s in (cfg.sigma_min, cfg.sigma_max))

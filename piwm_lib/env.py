@@ -15,7 +15,7 @@ import gymnasium as gym  # noqa: E402
 import highway_env  # noqa: E402, F401  (registers highway-v0 with gymnasium)
 import numpy as np  # noqa: E402
 
-from .bev import CRASHED_RGB, EGO_RGB, OTHER_RGB, STATE_FIELDS  # noqa: E402, F401  (re-exported for notebooks)
+from .bev import STATE_FIELDS  # noqa: E402, F401  (vehicle_states writes its columns in this order)
 
 ACTIONS: tuple[str, ...] = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")  # DiscreteMetaAction
 IDLE = 1
@@ -168,17 +168,14 @@ def planning_copy(u, behind_m: float, ahead_m: float):
     road = u.road
     everyone = road.vehicles
     x0 = u.vehicle.position[0]
-    keep = [v for v in everyone if -behind_m <= v.position[0] - x0 <= ahead_m]
-    edges: dict[tuple, object] = {}
-    for v in everyone:
+    keep, edges = [], {}  # edges: (lane, ahead?) -> (distance, index in road.vehicles)
+    for i, v in enumerate(everyone):
         dx = v.position[0] - x0
         if -behind_m <= dx <= ahead_m:
-            continue
-        key = (v.lane_index[2], dx > 0)
-        best = edges.get(key)
-        if best is None or abs(dx) < abs(best.position[0] - x0):
-            edges[key] = v
-    road.vehicles = keep + [v for v in everyone if v in edges.values()]
+            keep.append(v)
+        elif (v.lane_index[2], dx > 0) not in edges or abs(dx) < edges[(v.lane_index[2], dx > 0)][0]:
+            edges[(v.lane_index[2], dx > 0)] = (abs(dx), i)
+    road.vehicles = keep + [everyone[i] for i in sorted(i for _, i in edges.values())]
     try:
         return copy.deepcopy(u)
     finally:

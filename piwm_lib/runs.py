@@ -55,7 +55,3 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError as e:
         raise ValueError(f"DEVICE must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from e
 
-
-def in_ci() -> bool:
-    """True under CI (the CI variable is set), where progress bars are left out of stored output."""
-    return bool(os.environ.get("CI"))

@@ -24,7 +24,7 @@ def test_frame_is_rendered_not_blank(env):
     frame = E.reset(env, 0)
     assert frame.shape == (150, 600, 3) and frame.dtype == np.uint8
     colours = {tuple(c) for c in np.unique(frame.reshape(-1, 3), axis=0)}
-    assert (100, 100, 100) in colours and E.EGO_RGB in colours and E.OTHER_RGB in colours
+    assert bev.ROAD_RGB in colours and bev.EGO_RGB in colours and bev.OTHER_RGB in colours
     assert (frame == 0).all(-1).mean() < 0.01  # not a black frame (SDL_VIDEODRIVER=dummy gives all black)
 
 
@@ -33,7 +33,7 @@ def test_ego_is_slot_zero_and_drawn_where_the_camera_puts_it(env):
     states, ids = E.vehicle_states(env.unwrapped)
     px, py = states[0, E.STATE_FIELDS.index("px")], states[0, E.STATE_FIELDS.index("py")]
     assert ids[0] == 0 and len(ids) == 31 and len(set(ids.tolist())) == 31
-    assert abs(px - 180) <= 1.5 and abs(py - 75) <= 1.5  # centering_position (0.3, 0.5) of 600x150
+    assert abs(px - bev.EGO_PIXEL[0]) <= 1.5 and abs(py - bev.EGO_PIXEL[1]) <= 1.5  # the camera follows the ego
 
 
 def test_gt_pixel_positions_land_on_the_rendered_vehicles(env):
@@ -81,13 +81,13 @@ def test_env_config_rejects_bad_values():
 
 def test_lowres_copy_and_model_range():
     frame = np.zeros((1, 150, 600, 3), np.uint8)
-    frame[:, 50:100, 100:200] = E.OTHER_RGB
+    frame[:, 50:100, 100:200] = bev.OTHER_RGB
     low = resize_uint8(frame, 30, 120)
     assert low.shape == (1, 30, 120, 3) and low.dtype == np.uint8
-    assert tuple(low[0, 15, 30]) == E.OTHER_RGB and tuple(low[0, 2, 2]) == (0, 0, 0)  # flat areas stay exact
+    assert tuple(low[0, 15, 30]) == bev.OTHER_RGB and tuple(low[0, 2, 2]) == (0, 0, 0)  # flat areas stay exact
     car = np.zeros((1, 150, 600, 3), np.uint8)
-    car[:, 70:81, 100:127] = E.OTHER_RGB  # one 27x11 px car: 5.4x2.2 px on the model grid, blurred by bicubic
-    assert np.abs(resize_uint8(car, 30, 120)[0, 15, 22].astype(int) - E.OTHER_RGB).max() <= 6
+    car[:, 70:81, 100:127] = bev.OTHER_RGB  # one 27x11 px car: 5.4x2.2 px on the model grid, blurred by bicubic
+    assert np.abs(resize_uint8(car, 30, 120)[0, 15, 22].astype(int) - bev.OTHER_RGB).max() <= 6
     x = to_model(low)
     assert x.shape == (1, 3, 30, 120) and x.min() >= -1 and x.max() <= 1
     assert np.array_equal(from_model(x), low)
