@@ -91,9 +91,15 @@ class WindowDataset(torch.utils.data.Dataset):
     """Every window of `length` consecutive frames (and the actions between them) of one split, read on demand."""
 
     def __init__(self, root: str | Path, split: str = "train", length: int = 9, key: str = "lowres",
-                 max_open: int = 64):
+                 max_open: int = 64, extra: dict[str, tuple[str, int, int]] | None = None):
+        """extra: more arrays per window, name -> (dataset key, first, stop) frame offsets within the window,
+        e.g. {"mask_frames": ("frames", 3, 8)} for the full-res frames the masks are built from."""
         ds = Dataset(root)
         self.root, self.length, self.key, self.max_open = ds.root, length, key, max_open
+        self.extra = dict(extra or {})
+        bad = {n: v for n, v in self.extra.items() if not 0 <= v[1] < v[2] <= length}
+        if bad:
+            raise ValueError(f"extra offsets must satisfy 0 <= first < stop <= length={length}, got {bad}")
         rows = [r for r in ds.episodes(split) if r["frames"] >= length]
         self.files = [r["file"] for r in rows]
         counts = np.array([r["frames"] - length + 1 for r in rows], dtype=np.int64)
@@ -119,9 +125,13 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         name, start = self.locate(k)
-        frames, actions = self._episode(name).window(start, self.length, self.key)
-        return {"frames": torch.from_numpy(frames),  # (L, H, W, 3) uint8
-                "actions": torch.from_numpy(actions.astype(np.int64))}  # (L-1,)
+        ep = self._episode(name)
+        frames, actions = ep.window(start, self.length, self.key)
+        out = {"frames": torch.from_numpy(frames),  # (L, H, W, 3) uint8
+               "actions": torch.from_numpy(actions.astype(np.int64))}  # (L-1,)
+        for out_name, (key, first, stop) in self.extra.items():
+            out[out_name] = torch.from_numpy(ep.read(key, start + first, start + stop))  # (stop - first, ...)
+        return out
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

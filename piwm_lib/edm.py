@@ -84,7 +84,7 @@ def add_noise(x0: torch.Tensor, sigma: torch.Tensor, cfg: EDMConfig,
 
 def augment_context(context: torch.Tensor, cfg: EDMConfig,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Context noise augmentation (DIAMOND): (B, C, H, W) -> (noisy context, sigma_ctx (B,)), per-pixel Gaussian.
+    """Context noise augmentation (DIAMOND): (B, ...) -> (noisy context, sigma_ctx (B,)), per-pixel Gaussian.
 
     ln sigma_ctx ~ N(ctx_p_mean, ctx_p_std^2), clipped above at ctx_sigma_max; no offset noise.
     """
@@ -92,7 +92,8 @@ def augment_context(context: torch.Tensor, cfg: EDMConfig,
     z = _randn((B,), generator, context.device)
     sigma_ctx = (cfg.ctx_p_mean + cfg.ctx_p_std * z).exp().clamp(max=cfg.ctx_sigma_max)  # (B,)
     eps = _randn(tuple(context.shape), generator, context.device, context.dtype)
-    return context + _col(sigma_ctx).to(context.dtype) * eps, sigma_ctx
+    scale = sigma_ctx.view(-1, *[1] * (context.dim() - 1)).to(context.dtype)  # (B, 1, ...)
+    return context + scale * eps, sigma_ctx
 
 
 class Denoiser(nn.Module):
@@ -137,26 +138,38 @@ class Denoiser(nn.Module):
         return _col(c_skip) * x + _col(c_out) * f
 
 
-def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, context: torch.Tensor, actions: torch.Tensor | None = None,
+def denoising_step(denoiser: Denoiser, x0: torch.Tensor, context: torch.Tensor, actions: torch.Tensor | None = None,
                    mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                   sigma: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """EDM loss (Karras et al. 2022, eq. 8): mean (F(c_in x, ...) - (x0 - c_skip x) / c_out)^2, a scalar.
+                   sigma: torch.Tensor | None = None,
+                   weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """EDM loss (Karras et al. 2022, eq. 8) and the denoised estimate D(x; sigma) (B, 3, H, W) of the same pass.
 
-    x0 (B, 3, H, W) clean target; sigma (B,) drawn by sample_sigma when None; weight: optional per-pixel map
-    (B, H, W) or (B, 1, H, W), e.g. 1 + mask for the mask-weighted ablation (the published loss is unweighted).
-    Context frames are noise-augmented when the config says so.
+    Loss: mean (F(c_in x, ...) - (x0 - c_skip x) / c_out)^2, a scalar. x0 (B, 3, H, W) clean target; sigma (B,)
+    drawn by sample_sigma when None; weight: optional per-pixel map (B, H, W) or (B, 1, H, W), e.g. 1 + mask for
+    the mask-weighted ablation (the published loss is unweighted). Context frames are noise-augmented when the
+    config says so. The denoised estimate is what autoregressive training feeds back as the next context frame.
     """
-    cfg = denoiser.edm_cfg
+    cfg = getattr(denoiser, "module", denoiser).edm_cfg  # the Denoiser, or the DistributedDataParallel around it
     if sigma is None:
         sigma = sample_sigma(x0.shape[0], cfg, generator, x0.device)
     sigma_ctx = None
     if cfg.ctx_augment:
         context, sigma_ctx = augment_context(context, cfg, generator)
     x = add_noise(x0, sigma, cfg, generator)
-    f, c_skip, c_out = denoiser.network(x, sigma, context, actions, mask, sigma_ctx)
-    target = (x0 - _col(c_skip) * x) / _col(c_out)  # unit variance for data of std sigma_data
-    err = (f - target) ** 2  # (B, 3, H, W)
+    denoised = denoiser(x, sigma, context, actions, mask, sigma_ctx).float()  # through DDP's forward when wrapped
+    c_out = precondition(sigma, cfg)[1]
+    # F - (x0 - c_skip x) / c_out == (D - x0) / c_out: the preconditioned target, without a second network path
+    err = ((denoised - x0) / _col(c_out)) ** 2  # (B, 3, H, W)
     if weight is None:
-        return err.mean()
-    w = weight[:, None] if weight.dim() == 3 else weight  # (B, 1, H, W)
-    return (err * w).sum() / (w.expand_as(err).sum() + 1e-12)
+        loss = err.mean()
+    else:
+        w = weight[:, None] if weight.dim() == 3 else weight  # (B, 1, H, W)
+        loss = (err * w).sum() / (w.expand_as(err).sum() + 1e-12)
+    return loss, denoised
+
+
+def denoising_loss(denoiser: Denoiser, x0: torch.Tensor, context: torch.Tensor, actions: torch.Tensor | None = None,
+                   mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                   sigma: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """EDM loss (Karras et al. 2022, eq. 8), a scalar: denoising_step without the denoised estimate."""
+    return denoising_step(denoiser, x0, context, actions, mask, generator, sigma, weight)[0]

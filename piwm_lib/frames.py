@@ -24,3 +24,8 @@ def from_model(x: torch.Tensor) -> np.ndarray:
     """(..., 3, H, W) float in [-1, 1] -> (..., H, W, 3) uint8 (clipped)."""
     y = x.detach().float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
     return y.movedim(-3, -1).cpu().numpy()
+
+
+def upsample(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic upsample of model frames (B, 3, h, w) -> (B, 3, height, width), clipped to [-1, 1] (upsampler input)."""
+    return F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False).clamp_(-1.0, 1.0)

@@ -53,6 +53,7 @@ class UNetConfig:
 UPSAMPLER = UNetConfig(channels=(64, 64, 128, 256), attn_levels=(3,), cond_dim=2048, n_fourier=2048, n_actions=0,
                        n_context=2, use_mask=False)
 PRESETS: dict[str, UNetConfig] = {
+    "micro": UNetConfig(channels=(16, 16, 32, 32), cond_dim=64, n_fourier=32),  # 0.6M, unit tests only
     "tiny": UNetConfig(),  # 2.3M, learns on 2 CPU cores in minutes
     "course": UNetConfig(channels=(32, 64, 128, 128), attn_levels=(2, 3), cond_dim=512, n_fourier=128),  # 11.2M
     "130M": UNetConfig(channels=(48, 96, 192, 384), attn_levels=(2, 3), cond_dim=2048, n_fourier=2048),
@@ -61,7 +62,8 @@ PRESETS: dict[str, UNetConfig] = {
     "upsampler-tiny": replace(UPSAMPLER, channels=(16, 16, 32, 32), cond_dim=64, n_fourier=32),  # 0.57M, tests
     "upsampler-course": replace(UPSAMPLER, channels=(32, 32, 64, 128), cond_dim=256, n_fourier=128),  # 5.3M
 }
-UPSAMPLER_OF = {"tiny": "upsampler-tiny", "course": "upsampler-course", "130M": "upsampler", "400M": "upsampler"}
+UPSAMPLER_OF = {"micro": "upsampler-tiny", "tiny": "upsampler-tiny", "course": "upsampler-course",
+                "130M": "upsampler", "400M": "upsampler"}
 PAPER_TOTALS = {"130M": 130.2e6, "400M": 381.6e6}  # dynamics + upsampler parameters published by PIWM
 
 

@@ -1,0 +1,485 @@
+"""Training of the EDM world model with accelerate: the dynamics denoiser (5-step autoregressive, PIWM/DIAMOND) and the
+x5 upsampler, with mixed precision, gradient accumulation, EMA, atomic checkpoints and exact resume.
+
+One function, three ways in: `train(cfg)` from Python or a notebook; `accelerate launch -m piwm_lib.train --config
+cfg.yaml` from a shell (any number of processes); `launch(cfg, num_processes)` = accelerate's notebook_launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .configs import from_dict, save_json, to_dict
+from .dataset import WindowDataset
+from .edm import Denoiser, EDMConfig, denoising_step
+from .frames import to_model, upsample
+from .masks import MaskConfig, gt_mask, make_mask, mask_dropout
+from .runs import resolve, resolve_device
+from .unet import UPSAMPLER_OF, preset
+
+STAGES = ("dynamics", "upsampler")
+PRECISIONS = ("no", "bf16", "fp16")
+RESUMABLE = {"steps", "workers", "ckpt_every", "keep_ckpts", "log_every", "progress", "device"}  # may change on resume
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (published values: PIWM arXiv 2509.12437 / DIAMOND arXiv 2405.12399; others marked)."""
+
+    data_dir: str = "data/smoke"  # collected dataset (piwm_lib.collect); relative paths from the project root
+    out_dir: str = "runs/03_train_edm/smoke/dynamics"  # checkpoints, log.csv, config.json
+    stage: str = "dynamics"  # "dynamics" (30x120 world model) or "upsampler" (x5, 150x600)
+    model: str = "tiny"  # size preset: tiny, course, 130M, 400M (the upsampler stage takes UPSAMPLER_OF[model])
+    mask: str = "soft"  # mask channel of the dynamics model: soft (paper), hard, gt, none
+    mask_dropout: float = 0.3  # probability that one sample's whole mask is zeroed (PIWM)
+    loss_weighting: bool = False  # weight the per-pixel loss by 1 + mask (ablation; not the published loss)
+    ar_steps: int = 5  # autoregressive targets per window (PIWM: 4 context + 5 targets)
+    batch_size: int = 8  # windows per process per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum * processes)
+    steps: int = 100  # optimizer steps in total (a resumed run continues up to this)
+    lr: float = 1e-4  # AdamW learning rate (PIWM: 5e-5 to 1e-4)
+    weight_decay: float = 1e-2  # AdamW weight decay (PIWM)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (torch default; not published)
+    adam_eps: float = 1e-8  # AdamW epsilon (torch default)
+    warmup_steps: int = 100  # linear learning-rate warm-up, optimizer steps (PIWM)
+    grad_clip: float = 10.0  # max global gradient norm (PIWM)
+    ema_decay: float = 0.999  # EMA of the weights, ramped as min(decay, (1 + s) / (10 + s)) (not published)
+    mixed_precision: str = "no"  # "no" (fp32), "bf16" or "fp16" (fp16 uses a loss scaler)
+    compile: bool = False  # torch.compile the U-Net
+    ckpt_every: int = 50  # optimizer steps between checkpoints (and one at the end)
+    keep_ckpts: int = 2  # checkpoints kept on disk (oldest removed first)
+    log_every: int = 10  # optimizer steps between log.csv rows
+    workers: int = 0  # DataLoader worker processes per training process
+    seed: int = 0  # the one seed: weights, data order, noise, mask dropout
+    device: str = "auto"  # auto -> CUDA when available; cpu forces CPU
+    progress: bool = True  # tqdm bar on the main process
+    edm: EDMConfig = field(default_factory=EDMConfig)  # preconditioning and noise (edm.py)
+
+    def __post_init__(self) -> None:
+        checks = {"stage": (self.stage, STAGES), "mixed_precision": (self.mixed_precision, PRECISIONS),
+                  "mask": (self.mask, ("soft", "hard", "gt", "none"))}
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
+        preset(self.model)  # raises with the known names
+        if self.model not in UPSAMPLER_OF:
+            raise ValueError(f"TrainConfig.model must be one of {sorted(UPSAMPLER_OF)}, got {self.model!r}")
+        for name in ("ar_steps", "batch_size", "grad_accum", "steps", "ckpt_every", "keep_ckpts", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.mask_dropout <= 1.0:
+            raise ValueError(f"TrainConfig.mask_dropout must be in [0, 1], got {self.mask_dropout}")
+
+    @property
+    def unet(self):
+        """The UNetConfig this stage trains."""
+        return preset(self.model if self.stage == "dynamics" else UPSAMPLER_OF[self.model])
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """TrainConfig from a plain dict (JSON/YAML), with its nested EDMConfig; unknown keys raise naming them."""
+    data = dict(data)
+    edm = from_dict(EDMConfig, data.pop("edm", {}) or {})
+    return replace(from_dict(TrainConfig, data), edm=edm)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """TrainConfig from a .json or .yaml file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training config {path} not found")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    return config_from_dict(data)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+def windows(cfg: TrainConfig, split: str = "train") -> WindowDataset:
+    """The streamed windows of one stage: dynamics = 4 + ar_steps low-res frames, actions and the mask sources
+    (full-res frames or states at each target's last context position); upsampler = 2 full-res frames + low-res."""
+    root = resolve(cfg.data_dir)
+    if cfg.stage == "upsampler":
+        return WindowDataset(root, split, 2, "frames", extra={"lowres": ("lowres", 1, 2)})
+    k = cfg.unet.n_context
+    extra = {}
+    if cfg.mask in ("soft", "hard"):
+        extra["mask_src"] = ("frames", k - 1, k - 1 + cfg.ar_steps)
+    elif cfg.mask == "gt":
+        extra["mask_src"] = ("states", k - 1, k - 1 + cfg.ar_steps)
+    return WindowDataset(root, split, k + cfg.ar_steps, "lowres", extra=extra)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Infinite batches of window indices, a fixed function of (seed, micro-batch number, rank): a fresh permutation
+    per epoch, each micro-batch split across ranks. Starting at micro-batch m reproduces an uninterrupted run."""
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int = 0, world: int = 1, start: int = 0):
+        self.n, self.batch, self.seed, self.rank, self.world, self.start = n, batch, seed, rank, world, start
+        self._epoch, self._perm = -1, None
+
+    def _at(self, p: int) -> int:
+        epoch = p // self.n
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return int(self._perm[p % self.n])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        m = self.start
+        while True:
+            first = (m * self.world + self.rank) * self.batch
+            yield [self._at(p) for p in range(first, first + self.batch)]
+            m += 1
+
+
+def loader(cfg: TrainConfig, data: WindowDataset, rank: int, world: int, start: int,
+           pin: bool) -> torch.utils.data.DataLoader:
+    """DataLoader over StepBatches from micro-batch `start`, prefetching in `workers` processes."""
+    if len(data) < 1:
+        raise ValueError(f"{cfg.data_dir} has no training window of {data.length} frames: collect longer episodes")
+    sampler = StepBatches(len(data), cfg.batch_size, cfg.seed, rank, world, start)
+    kw = {"prefetch_factor": 4, "persistent_workers": True} if cfg.workers else {}
+    return torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=pin, **kw)
+
+
+def generator(cfg: TrainConfig, micro: int, rank: int, device: torch.device) -> torch.Generator:
+    """The noise generator of one micro-batch on one rank: a fixed function of (seed, micro-batch, rank)."""
+    seed = int(np.random.SeedSequence([cfg.seed, micro, rank, 1]).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------------------- losses
+def dynamics_loss(model: Denoiser, batch: dict, cfg: TrainConfig, g: torch.Generator,
+                  backward: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Mean EDM loss over ar_steps autoregressive targets (PIWM: each detached prediction replaces its frame).
+
+    batch: frames (B, K + T, h, w, 3) uint8, actions (B, K + T - 1), mask_src (B, T, H, W, 3) uint8 or states.
+    `backward` (if given) is called on each step's loss share, so only one step's graph is alive at a time.
+    """
+    mcfg = MaskConfig(kind=cfg.mask)
+    x = to_model(batch["frames"])  # (B, K + T, 3, h, w)
+    k, T = cfg.unet.n_context, cfg.ar_steps
+    ctx = x[:, :k]  # (B, K, 3, h, w)
+    masks = None
+    if cfg.mask != "none":
+        src = batch["mask_src"]  # (B, T, H, W, 3) uint8 or (B, T, N, F) states
+        if cfg.mask == "gt":
+            masks = gt_mask(src.flatten(0, 1), mcfg, "train")  # (B*T, h, w) from the states
+        else:
+            masks = make_mask(src.flatten(0, 1), mcfg, "train")  # (B*T, h, w)
+        masks = masks.view(x.shape[0], T, *masks.shape[-2:])  # (B, T, h, w)
+    total = torch.zeros((), device=x.device)
+    for t in range(T):
+        mask = None
+        if masks is not None:
+            mask = mask_dropout(masks[:, t], cfg.mask_dropout, g)  # (B, h, w)
+        weight = (1.0 + masks[:, t]) if (cfg.loss_weighting and masks is not None) else None
+        loss, denoised = denoising_step(model, x[:, k + t], ctx, batch["actions"][:, t:t + k], mask, g, weight=weight)
+        if backward is not None:
+            backward(loss / T)
+        total = total + loss.detach() / T
+        ctx = torch.cat([ctx[:, 1:], denoised.detach().clamp(-1, 1)[:, None]], 1)  # prediction replaces the frame
+    return total
+
+
+def upsampler_loss(model: Denoiser, batch: dict, cfg: TrainConfig, g: torch.Generator,
+                   backward: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """EDM loss of the x5 upsampler: target full-res frame given [previous full-res frame, bicubic upsample].
+
+    batch: frames (B, 2, H, W, 3) uint8 (previous, target), lowres (B, 1, h, w, 3) uint8 of the target.
+    """
+    full = to_model(batch["frames"])  # (B, 2, 3, H, W)
+    low = to_model(batch["lowres"][:, 0])  # (B, 3, h, w)
+    up = upsample(low, *full.shape[-2:])  # (B, 3, H, W)
+    ctx = torch.stack([full[:, 0], up], 1)  # (B, 2, 3, H, W)
+    loss, _ = denoising_step(model, full[:, 1], ctx, None, None, g)
+    if backward is not None:
+        backward(loss)
+    return loss.detach()
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move a batch to the training device without blocking (pinned host memory)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------- state
+def lr_lambda(warmup: int) -> Callable[[int], float]:
+    """Linear warm-up over `warmup` optimizer steps, then constant (DIAMOND)."""
+    return lambda s: min(1.0, (s + 1) / max(warmup, 1))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """ema <- d ema + (1 - d) model with d = min(decay, (1 + step) / (10 + step)) (warm-up of the average)."""
+    d = min(decay, (1 + step) / (10 + step))
+    e, m = list(ema.parameters()), [p.detach().float() for p in model.parameters()]
+    torch._foreach_lerp_(e, m, 1.0 - d)
+
+
+def rng_state() -> dict:
+    """Every RNG's state (Python, NumPy, torch CPU and CUDA) for the checkpoint."""
+    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what rng_state() saved."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def ckpt_name(step: int) -> str:
+    return f"ckpt_{step:08d}.pt"
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint latest.json points at, or None for a fresh run."""
+    p = resolve(out_dir) / "latest.json"
+    if not p.exists():
+        return None
+    path = p.parent / json.loads(p.read_text())["checkpoint"]
+    if not path.exists():
+        raise FileNotFoundError(f"{p} points at {path.name}, which is missing: delete {p} to start afresh")
+    return path
+
+
+def save_checkpoint(out: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module, optimizer, scheduler,
+                    scaler, cfg: TrainConfig, keep: int) -> Path:
+    """Write ckpt_<step>.pt (model, EMA, optimizer, scheduler, scaler, step, RNG, configs) atomically, point
+    latest.json at it, remove all but the newest `keep`."""
+    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+             "rng": rng_state(), "config": to_dict(cfg), "unet": to_dict(cfg.unet), "edm": to_dict(cfg.edm)}
+    path = out / ckpt_name(step)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    save_json({"checkpoint": path.name, "step": step}, out / "latest.json")
+    for old in sorted(out.glob("ckpt_*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_denoiser(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Denoiser:
+    """A trained Denoiser from a checkpoint file or a run folder (its latest checkpoint); EMA weights by default."""
+    path = resolve(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"{path} has no latest.json: train first (piwm_lib.train)")
+        path = found
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    from .unet import UNetConfig
+    model = Denoiser(from_dict(UNetConfig, state["unet"]), from_dict(EDMConfig, state["edm"]))
+    model.load_state_dict(state["ema" if ema else "model"])
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------------------------------------- loop
+def _check_resume(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    now = to_dict(cfg)
+    diff = sorted(k for k in now if k not in RESUMABLE and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(f"{path} was trained with other settings ({', '.join(diff)}): resume with the same config, "
+                         "or pass another out_dir to start a new run")
+
+
+def _log_rows(path: Path, upto: int) -> None:
+    """Drop log rows after step `upto` (a resumed run rewrites them)."""
+    if not path.exists():
+        return
+    rows = list(csv.reader(path.open()))
+    keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= upto]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(keep)
+    os.replace(tmp, path)
+
+
+# data_wait: the fraction of the interval's wall time spent waiting for the loader (the device idles then)
+LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait", "seconds"]
+
+
+def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> dict:
+    """Train one stage to cfg.steps optimizer steps, resuming from out_dir's latest checkpoint; returns a summary.
+
+    Runs as one process or under accelerate launch / notebook_launcher (each process sees its rank through
+    accelerate). `callback(row)` gets every log row on the main process (live loss curves).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    device = resolve_device(cfg.device)
+    if AcceleratorState._shared_state and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # one process (a notebook training a second model, maybe in bf16 after fp32): accelerate's state is a
+        # process-wide singleton that refuses new settings, so forget the previous run's (no process group here)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=device.type == "cpu",
+                      step_scheduler_with_optimizer=False)
+    out = resolve(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # initial weights: the same on every rank
+    model = Denoiser(cfg.unet, cfg.edm)
+    ema = Denoiser(cfg.unet, cfg.edm).requires_grad_(False)
+    ema.load_state_dict(model.state_dict())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps))
+    step = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        _check_resume(state["config"], cfg, ckpt)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+    if acc.is_main_process:
+        save_json(cfg, out / "config.json")
+        _log_rows(out / "log.csv", step)
+    if cfg.compile:
+        model.net.compile()  # in place: state_dict keys stay those of the plain module
+    model, optimizer = acc.prepare(model, optimizer)
+    if ckpt is not None and state.get("scaler") is not None and acc.scaler is not None:
+        acc.scaler.load_state_dict(state["scaler"])
+    ema.to(acc.device)
+    raw = acc.unwrap_model(model)
+    data = windows(cfg)
+    batches = iter(loader(cfg, data, acc.process_index, acc.num_processes, step * cfg.grad_accum,
+                          pin=acc.device.type == "cuda"))
+    loss_fn = dynamics_loss if cfg.stage == "dynamics" else upsampler_loss
+    last_good = ckpt
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.stage} {cfg.model}", unit="step",
+               disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+    log = (out / "log.csv")
+    t0, t_last, done_since_log, waited, summary = time.perf_counter(), time.perf_counter(), 0, 0.0, {}
+    while step < cfg.steps:
+        model.train()
+        total = torch.zeros((), device=acc.device)
+        for micro in range(cfg.grad_accum):
+            m = step * cfg.grad_accum + micro
+            t_wait = time.perf_counter()
+            batch = to_device(next(batches), acc.device)
+            waited += time.perf_counter() - t_wait
+            g = generator(cfg, m, acc.process_index, acc.device)
+            sync = micro == cfg.grad_accum - 1
+            with acc.autocast():
+                if sync:
+                    total += loss_fn(model, batch, cfg, g, lambda x: acc.backward(x / cfg.grad_accum))
+                else:
+                    with acc.no_sync(model):
+                        total += loss_fn(model, batch, cfg, g, lambda x: acc.backward(x / cfg.grad_accum))
+        loss = acc.reduce(total / cfg.grad_accum, reduction="mean")
+        if not torch.isfinite(loss):
+            bar.close()
+            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+            raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1} ({cfg.out_dir}); {where}. "
+                                   "Lower lr, use bf16 instead of fp16, or check the data (piwm_lib.collect check).")
+        grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema_update(ema, raw, cfg.ema_decay, step)
+        step += 1
+        done_since_log += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            row = {"step": step, "loss": float(loss), "lr": scheduler.get_last_lr()[0],
+                   "grad_norm": float(grad_norm),
+                   "samples_per_s": done_since_log * cfg.batch_size * cfg.grad_accum * acc.num_processes
+                   / (now - t_last), "data_wait": waited / (now - t_last), "seconds": now - t0}
+            t_last, done_since_log, waited = now, 0, 0.0
+            if acc.is_main_process:
+                new = not log.exists()
+                with log.open("a", newline="") as f:
+                    w = csv.DictWriter(f, LOG_FIELDS)
+                    if new:
+                        w.writeheader()
+                    w.writerow(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if callback is not None:
+                    callback(row)
+            summary = row
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if acc.is_main_process:
+                last_good = save_checkpoint(out, step, raw, ema, optimizer, scheduler, acc.scaler, cfg,
+                                            cfg.keep_ckpts)
+            acc.wait_for_everyone()
+    bar.close()
+    acc.wait_for_everyone()
+    return {"step": step, "checkpoint": str(latest_checkpoint(out)), "processes": acc.num_processes, **summary}
+
+
+def read_log(out_dir: str | Path) -> dict[str, np.ndarray]:
+    """log.csv of a run as columns (LOG_FIELDS)."""
+    path = resolve(out_dir) / "log.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the run has not logged a step yet")
+    rows = list(csv.DictReader(path.open()))
+    return {k: np.array([float(r[k]) for r in rows]) for k in LOG_FIELDS}
+
+
+def launch(cfg: TrainConfig, num_processes: int = 1) -> None:
+    """Train from JupyterLab on several GPUs with accelerate's notebook_launcher (one process: plain train())."""
+    if num_processes == 1:
+        train(cfg)
+        return
+    from accelerate import notebook_launcher
+    notebook_launcher(train, (cfg,), num_processes=num_processes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m piwm_lib.train --config cfg.yaml [--set key=value ...] (under accelerate launch for DDP)."""
+    p = argparse.ArgumentParser(prog="python -m piwm_lib.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="TrainConfig as .yaml or .json")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fields (JSON values)")
+    a = p.parse_args(argv)
+    data = to_dict(load_config(a.config))
+    for item in a.set:
+        key, _, value = item.partition("=")
+        if key not in data:
+            p.error(f"--set {key}: not a TrainConfig field; known: {sorted(data)}")
+        try:
+            data[key] = json.loads(value)
+        except json.JSONDecodeError:
+            data[key] = value
+    summary = train(config_from_dict(data))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
