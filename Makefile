@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= course
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: course test unit nbtest bench bench-collect bench-read bench-masks nb-refresh clean-venv
+.PHONY: course test unit nbtest bench bench-collect bench-read bench-masks bench-train nb-refresh clean-venv
 
 $(STAMP): pyproject.toml
 	@# A machine that already has torch >= 2.4 (e.g. a GPU box) keeps it: the venv then sees system packages.
@@ -42,7 +42,7 @@ unit: $(STAMP)
 nbtest: $(STAMP)
 	$(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
 
-bench: bench-collect bench-read bench-masks
+bench: bench-collect bench-read bench-masks bench-train
 
 bench-collect: $(STAMP)
 	$(PY) benchmarks/bench_collect.py
@@ -52,6 +52,9 @@ bench-read: $(STAMP)
 
 bench-masks: $(STAMP)
 	$(PY) benchmarks/bench_masks.py
+
+bench-train: $(STAMP)
+	$(PY) benchmarks/bench_train.py
 
 # Re-execute the notebooks in place so that their stored outputs match the library (run before committing).
 nb-refresh: $(STAMP)

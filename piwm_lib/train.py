@@ -170,6 +170,21 @@ def generator(cfg: TrainConfig, micro: int, rank: int, device: torch.device) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------- losses
+def window_masks(src: torch.Tensor | None, kind: str, mode: str = "train") -> torch.Tensor | None:
+    """The mask channel of every target of a batch of windows (PIWM Soft Mask; hard/gt ablations), None for 'none'.
+
+    src: (B, T, H, W, 3) uint8 full-res frames (soft, hard) or (B, T, N, F) states (gt) -> (B, T, h, w) float.
+    """
+    if kind == "none":
+        return None
+    if src is None:
+        raise ValueError(f"mask {kind!r} needs the mask sources of each window (windows() provides them)")
+    cfg = MaskConfig(kind=kind)
+    flat = src.flatten(0, 1)  # (B*T, ...)
+    masks = gt_mask(flat, cfg, mode) if kind == "gt" else make_mask(flat, cfg, mode)  # (B*T, h, w)
+    return masks.view(*src.shape[:2], *masks.shape[-2:])
+
+
 def dynamics_loss(model: Denoiser, batch: dict, cfg: TrainConfig, g: torch.Generator,
                   backward: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Mean EDM loss over ar_steps autoregressive targets (PIWM: each detached prediction replaces its frame).
@@ -177,18 +192,10 @@ def dynamics_loss(model: Denoiser, batch: dict, cfg: TrainConfig, g: torch.Gener
     batch: frames (B, K + T, h, w, 3) uint8, actions (B, K + T - 1), mask_src (B, T, H, W, 3) uint8 or states.
     `backward` (if given) is called on each step's loss share, so only one step's graph is alive at a time.
     """
-    mcfg = MaskConfig(kind=cfg.mask)
     x = to_model(batch["frames"])  # (B, K + T, 3, h, w)
     k, T = cfg.unet.n_context, cfg.ar_steps
     ctx = x[:, :k]  # (B, K, 3, h, w)
-    masks = None
-    if cfg.mask != "none":
-        src = batch["mask_src"]  # (B, T, H, W, 3) uint8 or (B, T, N, F) states
-        if cfg.mask == "gt":
-            masks = gt_mask(src.flatten(0, 1), mcfg, "train")  # (B*T, h, w) from the states
-        else:
-            masks = make_mask(src.flatten(0, 1), mcfg, "train")  # (B*T, h, w)
-        masks = masks.view(x.shape[0], T, *masks.shape[-2:])  # (B, T, h, w)
+    masks = window_masks(batch.get("mask_src"), cfg.mask, "train")  # (B, T, h, w) or None
     total = torch.zeros((), device=x.device)
     for t in range(T):
         mask = None
@@ -271,10 +278,11 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(out: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module, optimizer, scheduler,
-                    scaler, cfg: TrainConfig, keep: int) -> Path:
+                    scaler, cfg: TrainConfig, keep: int, world_size: int = 1) -> Path:
     """Write ckpt_<step>.pt (model, EMA, optimizer, scheduler, scaler, step, RNG, configs) atomically, point
     latest.json at it, remove all but the newest `keep`."""
-    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+    state = {"step": step, "world_size": world_size, "model": model.state_dict(), "ema": ema.state_dict(),
+             "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
              "rng": rng_state(), "config": to_dict(cfg), "unet": to_dict(cfg.unet), "edm": to_dict(cfg.edm)}
     path = out / ckpt_name(step)
@@ -325,7 +333,8 @@ def _log_rows(path: Path, upto: int) -> None:
     os.replace(tmp, path)
 
 
-# data_wait: the fraction of the interval's wall time spent waiting for the loader (the device idles then)
+# one row per log_every steps: loss = mean over those steps; data_wait = the fraction of their wall time spent
+# waiting for the loader (the device idles then); samples_per_s counts windows of all processes
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait", "seconds"]
 
 
@@ -384,7 +393,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.stage} {cfg.model}", unit="step",
                disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
     log = (out / "log.csv")
-    t0, t_last, done_since_log, waited, summary = time.perf_counter(), time.perf_counter(), 0, 0.0, {}
+    t0, t_last, done_since_log, waited, loss_sum, summary = time.perf_counter(), time.perf_counter(), 0, 0.0, 0.0, {}
     while step < cfg.steps:
         model.train()
         total = torch.zeros((), device=acc.device)
@@ -414,14 +423,15 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
         ema_update(ema, raw, cfg.ema_decay, step)
         step += 1
         done_since_log += 1
+        loss_sum += float(loss)
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
-            row = {"step": step, "loss": float(loss), "lr": scheduler.get_last_lr()[0],
+            row = {"step": step, "loss": loss_sum / done_since_log, "lr": scheduler.get_last_lr()[0],
                    "grad_norm": float(grad_norm),
                    "samples_per_s": done_since_log * cfg.batch_size * cfg.grad_accum * acc.num_processes
                    / (now - t_last), "data_wait": waited / (now - t_last), "seconds": now - t0}
-            t_last, done_since_log, waited = now, 0, 0.0
+            t_last, done_since_log, waited, loss_sum = now, 0, 0.0, 0.0
             if acc.is_main_process:
                 new = not log.exists()
                 with log.open("a", newline="") as f:
@@ -436,7 +446,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             if acc.is_main_process:
                 last_good = save_checkpoint(out, step, raw, ema, optimizer, scheduler, acc.scaler, cfg,
-                                            cfg.keep_ckpts)
+                                            cfg.keep_ckpts, acc.num_processes)
             acc.wait_for_everyone()
     bar.close()
     acc.wait_for_everyone()
@@ -458,6 +468,10 @@ def launch(cfg: TrainConfig, num_processes: int = 1) -> None:
         train(cfg)
         return
     from accelerate import notebook_launcher
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # an earlier train() in this kernel set it up
+    GradientState._reset_state()
     notebook_launcher(train, (cfg,), num_processes=num_processes)
 
 
@@ -477,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             data[key] = value
     summary = train(config_from_dict(data))
-    print(json.dumps(summary))
+    if os.environ.get("RANK", "0") == "0":  # one summary line, from the main process
+        print(json.dumps(summary), flush=True)
     return 0
 
 

@@ -45,3 +45,34 @@ def save_clip(frames: np.ndarray, path: str | Path, fps: float = 5.0) -> Path:
     path = Path(path)
     iio.imwrite(path, frames, extension=".gif", duration=1000.0 / fps, loop=0)
     return path
+
+
+class LiveLoss:
+    """A training callback that redraws the loss curve in place in Jupyter (one stored image when run headless)."""
+
+    def __init__(self, title: str = "training loss", every: int = 1):
+        from IPython.display import display
+
+        self.rows: list[dict] = []
+        self.every, self.title = every, title
+        self.fig, self.ax = plt.subplots(figsize=(7, 2.6), dpi=DPI)
+        plt.close(self.fig)  # drawn only through the display handle, not again at the end of the cell
+        self.handle = display(self.fig, display_id=True)
+
+    def __call__(self, row: dict) -> None:
+        """Record one log row (train.LOG_FIELDS) and redraw every `every` rows."""
+        self.rows.append(row)
+        if len(self.rows) % self.every == 0:
+            self.draw()
+
+    def draw(self) -> None:
+        """Redraw the curve (log-scale loss against optimizer step)."""
+        steps = [r["step"] for r in self.rows]
+        self.ax.clear()
+        self.ax.plot(steps, [r["loss"] for r in self.rows], lw=1.2)
+        self.ax.set(xlabel="optimizer step", ylabel="loss", yscale="log")
+        self.ax.set_title(self.title, fontsize=10)
+        self.ax.grid(alpha=0.3)
+        self.fig.tight_layout()
+        if self.handle is not None:
+            self.handle.update(self.fig)

@@ -161,4 +161,16 @@ def test_two_processes_with_accelerate_gloo(small_dataset, tmp_path):
     log = T.read_log(tmp_path / "ddp")
     assert list(log["step"]) == [1, 2] and (log["samples_per_s"] > 0).all()
     state = torch.load(tmp_path / "ddp" / "ckpt_00000002.pt", weights_only=False)
+    assert state["world_size"] == 2
     assert state["model"]["net.conv_out.weight"].abs().sum() > 0  # zero-initialised, moved by the averaged grads
+
+
+def test_notebook_launcher_two_processes(small_dataset, tmp_path):
+    cfg = micro(small_dataset, tmp_path / "nl", steps=2, batch_size=1)
+    save_json(cfg, tmp_path / "nl.json")
+    code = ("from piwm_lib import train as T; import sys; c = T.load_config(sys.argv[1]); "
+            "T.train(T.replace(c, out_dir=c.out_dir + '_first', steps=1)); T.launch(c, 2)")  # as a notebook would
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nl.json")], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert torch.load(tmp_path / "nl" / "ckpt_00000002.pt", weights_only=False)["world_size"] == 2
