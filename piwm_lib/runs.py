@@ -28,10 +28,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def runs_root() -> Path:
+    """Where run folders live: $PIWM_RUNS_DIR when set, else runs/ in the project."""
+    return resolve(os.environ.get("PIWM_RUNS_DIR", "runs"))
+
+
 def run_dir(notebook: str, run_name: str, config: dict, overwrite: bool = False) -> Path:
     """Create runs/<notebook>/<run_name>/ (root: $PIWM_RUNS_DIR or runs/) with config.json; refuse to reuse a
     finished run unless `overwrite`."""
-    d = resolve(os.environ.get("PIWM_RUNS_DIR", "runs")) / notebook / run_name
+    d = runs_root() / notebook / run_name
     if (d / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{d} holds a finished run; pass another RUN_NAME or OVERWRITE=True")
     d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,121 @@
+"""The trained world model as an environment (gymnasium-style reset/step), batched over several rollouts, and
+open-loop rollouts under logged actions next to the ground truth (PIWM / DIAMOND inference loop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .edm import Denoiser
+from .frames import from_model, to_model, upsample
+from .masks import MaskConfig, make_mask
+from .sampler import PRESETS, SamplerConfig, sample
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """Inference settings of the world model (PIWM arXiv 2509.12437: fast sampler, Soft Mask with inference weights)."""
+
+    dynamics: SamplerConfig = field(default_factory=lambda: PRESETS["fast"][0])  # sampler of the 30x120 model
+    upsampler: SamplerConfig = field(default_factory=lambda: PRESETS["fast"][1])  # sampler of the x5 upsampler
+    mask: MaskConfig = field(default_factory=MaskConfig)  # kind must match the trained model; inference weights
+    warm_start: bool = False  # PIWM Warm Start for both models (overrides the samplers' flag; their warm_* apply)
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast of both networks; the samplers' arithmetic stays fp32)
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"WorldModelConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+
+def with_warm_start(cfg: WorldModelConfig, on: bool) -> WorldModelConfig:
+    """The same config with Warm Start switched on or off."""
+    return replace(cfg, warm_start=on)
+
+
+class WorldModelEnv:
+    """reset(real frames) then step(actions) -> next frames, for B rollouts at once; keeps the 4-frame/4-action
+    context, rebuilds the inference mask from each generated full-res frame, and Warm Start's previous outputs."""
+
+    def __init__(self, dynamics: Denoiser, upsampler: Denoiser | None, cfg: WorldModelConfig = WorldModelConfig(),
+                 seed: int = 0):
+        self.dyn, self.up, self.cfg, self.seed = dynamics.eval(), upsampler.eval() if upsampler else None, cfg, seed
+        self.k = dynamics.unet_cfg.n_context
+        self.device = next(dynamics.parameters()).device
+        if dynamics.unet_cfg.use_mask != (cfg.mask.kind != "none"):
+            raise ValueError(f"the dynamics model was trained {'with' if dynamics.unet_cfg.use_mask else 'without'} "
+                             f"a mask channel; WorldModelConfig.mask.kind is {cfg.mask.kind!r}")
+        self.generators: list[torch.Generator] = []
+        self.t = 0
+
+    def reset(self, lowres: np.ndarray | torch.Tensor, full: np.ndarray | torch.Tensor,
+              actions: np.ndarray | torch.Tensor, seeds: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Start B rollouts from real frames: lowres (B, K, h, w, 3) and full (B, K, H, W, 3) uint8, the actions
+        between them (B, K-1). Forgets every previous frame (Warm Start starts cold again). Returns the last frames."""
+        lowres, full = torch.as_tensor(lowres), torch.as_tensor(full)
+        actions = torch.as_tensor(actions, dtype=torch.long)
+        if lowres.dim() != 5 or lowres.shape[1] != self.k or actions.shape[-1] != self.k - 1:
+            raise ValueError(f"reset needs lowres (B, {self.k}, h, w, 3) and actions (B, {self.k - 1}), "
+                             f"got {tuple(lowres.shape)} and {tuple(actions.shape)}")
+        B = lowres.shape[0]
+        seeds = seeds if seeds is not None else [self.seed + b for b in range(B)]
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        self.ctx = to_model(lowres).to(self.device)  # (B, K, 3, h, w)
+        self.acts = actions.to(self.device)  # (B, K-1)
+        self.full = to_model(full[:, -1]).to(self.device)  # (B, 3, H, W) the newest full-res frame
+        self.full_u8 = full[:, -1].to(self.device)  # (B, H, W, 3)
+        self.prev_low: torch.Tensor | None = None  # Warm Start memory: forgotten on reset (PIWM; DIAMOND keeps it)
+        self.prev_full: torch.Tensor | None = None
+        self.t = 0
+        return from_model(self.ctx[:, -1]), from_model(self.full)
+
+    def mask(self) -> torch.Tensor | None:
+        """The inference-time mask (B, h, w) from the newest full-res frame (PIWM: rebuilt every step)."""
+        if self.cfg.mask.kind == "none":
+            return None
+        if self.cfg.mask.kind == "gt":
+            raise ValueError("a GT-state mask needs simulator states, which generated frames do not have")
+        return make_mask(self.full_u8, self.cfg.mask, "infer")
+
+    @torch.no_grad()
+    def step(self, actions: np.ndarray | torch.Tensor | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Take one action per rollout (B,); returns the generated (B, h, w, 3) and (B, H, W, 3) uint8 frames."""
+        if not self.generators:
+            raise RuntimeError("call reset() before step()")
+        a = torch.as_tensor(actions, dtype=torch.long, device=self.device).view(-1, 1)  # (B, 1)
+        acts = torch.cat([self.acts, a], 1)  # (B, K) the K previous actions, the new one last
+        cfg = self.cfg
+        bf16 = cfg.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            dyn_cfg = replace(cfg.dynamics, warm_start=cfg.warm_start)
+            low = sample(self.dyn, self.ctx, dyn_cfg, self.generators, acts, self.mask(), self.prev_low)
+            low = low.clamp(-1, 1)  # (B, 3, h, w)
+            if self.up is not None:
+                H, W = self.full.shape[-2:]
+                up_ctx = torch.stack([self.full, upsample(low, H, W)], 1)  # (B, 2, 3, H, W)
+                up_cfg = replace(cfg.upsampler, warm_start=cfg.warm_start)
+                full = sample(self.up, up_ctx, up_cfg, self.generators, None, None, self.prev_full).clamp(-1, 1)
+            else:
+                full = upsample(low, *self.full.shape[-2:])
+        self.ctx = torch.cat([self.ctx[:, 1:], low[:, None]], 1)
+        self.acts = acts[:, 1:]
+        self.full, self.prev_low, self.prev_full = full, low, full
+        self.full_u8 = torch.from_numpy(from_model(full)).to(self.device)
+        self.t += 1
+        return from_model(low), self.full_u8.cpu().numpy()
+
+
+def rollout(env: WorldModelEnv, lowres: np.ndarray, full: np.ndarray, actions: np.ndarray,
+            seeds: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Open-loop rollout under logged actions: lowres (B, K+N, h, w, 3), full (B, K+N, H, W, 3), actions
+    (B, K+N-1) from real episodes -> generated (B, N, h, w, 3) and (B, N, H, W, 3) for frames K..K+N-1."""
+    k = env.k
+    n = lowres.shape[1] - k
+    env.reset(lowres[:, :k], full[:, :k], actions[:, :k - 1], seeds)
+    lows, fulls = [], []
+    for t in range(n):
+        lo, fu = env.step(actions[:, k - 1 + t])
+        lows.append(lo)
+        fulls.append(fu)
+    return np.stack(lows, 1), np.stack(fulls, 1)
