@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= course
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: course test unit nbtest bench bench-collect bench-read bench-masks bench-train nb-refresh clean-venv
+.PHONY: course test unit nbtest bench bench-collect bench-read bench-masks bench-train bench-sample nb-refresh clean-venv
 
 $(STAMP): pyproject.toml
 	@# A machine that already has torch >= 2.4 (e.g. a GPU box) keeps it: the venv then sees system packages.
@@ -42,7 +42,7 @@ unit: $(STAMP)
 nbtest: $(STAMP)
 	$(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
 
-bench: bench-collect bench-read bench-masks bench-train
+bench: bench-collect bench-read bench-masks bench-train bench-sample
 
 bench-collect: $(STAMP)
 	$(PY) benchmarks/bench_collect.py
@@ -55,6 +55,9 @@ bench-masks: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) benchmarks/bench_train.py
+
+bench-sample: $(STAMP)
+	$(PY) benchmarks/bench_sample.py
 
 # Re-execute the notebooks in place so that their stored outputs match the library (run before committing).
 nb-refresh: $(STAMP)

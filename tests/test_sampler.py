@@ -125,3 +125,18 @@ def test_presets_cost():
     assert (dyn.steps, dyn.order, up.steps, up.order) == (1, 1, 1, 2)
     dyn, up = PRESETS["quality"]
     assert (dyn.steps, dyn.order, up.steps, up.order) == (3, 1, 10, 1)  # 13 network calls (PIWM)
+
+
+def test_play_panel_steps_resets_and_toggles(small_dataset):
+    from piwm_lib.widgets import PlayPanel
+    low, full, acts = real_window(small_dataset, b=1)
+    panel = PlayPanel(world(False), (low[:, :4], full[:, :4], acts[:, :3]))
+    first = panel.act(1)
+    assert first.shape == (150, 600, 3) and panel.env.t == 1 and "frame 1" in panel.status.value
+    panel.warm.value = True  # the toggle switches Warm Start in the running environment
+    assert panel.env.cfg.warm_start
+    panel.act(3)
+    panel.reset()
+    assert panel.env.t == 0 and panel.env.prev_low is None and panel.image.value[:4] == b"\x89PNG"
+    panel.warm.value = False
+    assert np.array_equal(panel.act(1), first)  # after reset, cold, same seed: the same first frame
