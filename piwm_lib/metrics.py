@@ -1,0 +1,67 @@
+"""Image and video quality of generated rollouts against the ground truth: PSNR and SSIM per frame (batched torch,
+CPU or GPU), and bootstrap confidence intervals over episodes (evaluation, notebook 05)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATA_RANGE = 255.0  # uint8 frames
+
+
+def _float_frames(x: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (N, 3, H, W) float64 in 0..255, leading dims flattened."""
+    t = torch.as_tensor(x, device=device)
+    if t.shape[-1] != 3:
+        raise ValueError(f"frames must be (..., H, W, 3), got {tuple(t.shape)}")
+    return t.reshape(-1, *t.shape[-3:]).permute(0, 3, 1, 2).double()
+
+
+def psnr(generated: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor) -> np.ndarray:
+    """PSNR in dB of each frame, 10 log10(255^2 / MSE) over all pixels and channels: (..., H, W, 3) -> (...)."""
+    g, t = _float_frames(generated), _float_frames(truth, None)
+    mse = ((g - t.to(g.device)) ** 2).mean(dim=(1, 2, 3))  # (N,)
+    out = 10 * torch.log10(DATA_RANGE**2 / mse)  # inf where identical
+    return out.cpu().numpy().reshape(np.shape(generated)[:-3])
+
+
+def _gaussian(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    g = torch.exp(-x**2 / (2 * sigma**2))
+    return g / g.sum()  # (size,)
+
+
+def ssim(generated: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, window: int = 11,
+         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+    """Mean SSIM of each frame (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, 'valid'
+    windows only, channels averaged): (..., H, W, 3) -> (...)."""
+    g = _float_frames(generated)
+    t = _float_frames(truth).to(g.device)
+    if min(g.shape[-2:]) < window:
+        raise ValueError(f"frames of {tuple(g.shape[-2:])} px are smaller than the {window}-px SSIM window")
+    w1 = _gaussian(window, sigma, g.device)
+    w = (w1[:, None] * w1[None]).expand(3, 1, window, window)  # (3, 1, k, k) one filter per channel
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, w, groups=3)  # (N, 3, H-k+1, W-k+1)
+
+    c1, c2 = (k1 * DATA_RANGE) ** 2, (k2 * DATA_RANGE) ** 2
+    mu_g, mu_t = blur(g), blur(t)
+    var_g, var_t = blur(g * g) - mu_g**2, blur(t * t) - mu_t**2
+    cov = blur(g * t) - mu_g * mu_t
+    s = ((2 * mu_g * mu_t + c1) * (2 * cov + c2)) / ((mu_g**2 + mu_t**2 + c1) * (var_g + var_t + c2))
+    return s.mean(dim=(1, 2, 3)).cpu().numpy().reshape(np.shape(generated)[:-3])
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-episode values (N,) and its percentile bootstrap interval (Efron 1979), resampling episodes."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)  # (n_boot,)
+    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return float(v.mean()), float(lo), float(hi)

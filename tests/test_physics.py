@@ -1,0 +1,91 @@
+"""Physical-consistency proxies: hand-computed events on synthetic tracks, and perfect scores for ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from piwm_lib import physics as P
+from piwm_lib.dataset import WindowDataset
+from piwm_lib.env import ACTIONS
+
+NAN = [np.nan, np.nan]
+CFG = P.PhysicsConfig()
+
+
+def objs(frames: list[list[list[float]]], ego: list[list[float]] | None = None, width: int = 600) -> P.Objects:
+    """One sequence from per-frame lists of car centres (padded with NaN)."""
+    others = np.full((1, len(frames), max(1, max(len(f) for f in frames)), 2), np.nan)  # (1, T, K, 2)
+    for t, f in enumerate(frames):
+        others[0, t, :len(f)] = np.array(f, float).reshape(-1, 2)
+    e = np.array(ego if ego is not None else [[80.0, 75.0]] * len(frames), float)[None]
+    return P.Objects(others, e, width)
+
+
+def test_vanish_and_popup_away_from_borders_only():
+    o = objs([[[100, 50], [300, 80]],
+              [[105, 50], [305, 80], [590, 20]],  # a car entering at the right border: legitimate
+              [[110, 50], [595, 20]],  # the car at x 305 vanished mid-image
+              [[115, 50], [598, 20], [400, 100]]])  # one popped up at x 400
+    ev = P.existence_events(o)
+    assert ev["vanish"].sum() == 1 and ev["vanish"][0, 1].nonzero()[0].tolist() == [1]
+    assert ev["popup"].sum() == 1 and ev["popup"][0, 2].nonzero()[0].tolist() == [2]
+    s = P.scores(o, o, np.ones((1, 3), int))
+    assert s["vanish_per_100"][0] == pytest.approx(100 / 3) and s["popup_per_100"][0] == pytest.approx(100 / 3)
+    n_cars = 2 + 3 + 2  # car-frames in frames 0..2
+    assert s["tec"][0] == pytest.approx(1 - 2 / (2 * n_cars))
+
+
+def test_merge_and_eat_up_of_close_pairs():
+    merge = objs([[[200, 50], [220, 60]], [[212, 55]]])  # 22.4 px apart, then one car between them
+    it = P.interaction_events(merge)
+    assert it["pair"].sum() == 1 and it["merge"].sum() == 1 and it["eat_up"].sum() == 0
+    eat = objs([[[200, 50], [215, 75]], [[202, 50]]])  # 29.2 px apart; the second has no car within 20 px after
+    it = P.interaction_events(eat)
+    assert it["pair"].sum() == 1 and it["merge"].sum() == 0 and it["eat_up"].sum() == 1
+    kept = objs([[[200, 50], [215, 75]], [[204, 50], [219, 75]]])
+    it = P.interaction_events(kept)
+    assert it["pair"].sum() == 1 and not (it["merge"] | it["eat_up"]).any()
+    assert P.scores(merge, merge, np.ones((1, 1), int))["iec"][0] == 0.0
+    assert P.scores(kept, kept, np.ones((1, 1), int))["iec"][0] == 1.0
+
+
+def test_lane_change_success_and_stuck():
+    left = ACTIONS.index("LANE_LEFT")
+    truth = objs([[]] * 4, ego=[[80, 75], [80, 70], [80, 64], [80, 60]])  # moves up 15 px
+    moved = objs([[]] * 4, ego=[[80, 75], [80, 71], [80, 66], [80, 62]])  # up 13 px: success
+    stuck = objs([[]] * 4, ego=[[80, 75], [80, 75], [80, 74], [80, 74]])  # 1 px: stuck
+    acts = np.array([[left, 1, 1]])
+    ok = P.kinematic_response(moved, truth, acts)
+    assert ok["command"].sum() == 1 and ok["success"].sum() == 1 and ok["stuck"].sum() == 0
+    bad = P.kinematic_response(stuck, truth, acts)
+    assert bad["success"].sum() == 0 and bad["stuck"].sum() == 1
+    assert P.scores(stuck, truth, acts)["kir"][0] == 0.0 and P.scores(moved, truth, acts)["kir"][0] == 1.0
+    idle = P.kinematic_response(stuck, truth, np.ones((1, 3), int))
+    assert idle["command"].sum() == 0  # no lane-change command: nothing to answer
+
+
+def test_ego_errors_hand_computed():
+    truth = objs([[]] * 3, ego=[[80, 75], [82, 75], [84, 75]])
+    gen = objs([[]] * 3, ego=[[83, 79], [85, 79], [84, 75]])  # off by (3, 4) twice, then exact
+    e = P.ego_errors(gen, truth)
+    assert e["ade_px"][0] == pytest.approx(10 / 3) and e["fde_px"][0] == 0.0
+    assert e["ade_m"][0] == pytest.approx(10 / 3 / 5.5) and e["ego_missing"][0] == 0
+    lost = objs([[]] * 3, ego=[[83, 79], NAN, NAN])
+    e = P.ego_errors(lost, truth)
+    assert e["ade_px"][0] == 5.0 and np.isnan(e["fde_px"][0]) and e["ego_missing"][0] == 2
+
+
+def test_ground_truth_against_itself_is_perfect(small_dataset):
+    ds = WindowDataset(small_dataset, "train", 25, "frames")
+    items = [ds[0], ds[len(ds) - 1]]
+    frames = np.stack([i["frames"].numpy() for i in items])  # (2, 25, 150, 600, 3)
+    acts = np.stack([i["actions"].numpy() for i in items])
+    obj = P.find_objects(frames)
+    assert obj.others.shape[:2] == (2, 25) and not np.isnan(obj.ego).any()
+    assert (~np.isnan(obj.others[..., 0])).sum(-1).min() >= 2  # several cars in every frame
+    s = P.scores(obj, obj, acts)
+    assert (s["vanish_per_100"] == 0).all() and (s["popup_per_100"] == 0).all()
+    assert (s["merge_per_100"] == 0).all() and (s["eat_up_per_100"] == 0).all()
+    assert (s["tec"] == 1).all() and (s["iec"] == 1).all() and (s["kir"] == 1).all() and (s["wo"] == 1).all()
+    assert (s["ade_px"] == 0).all() and (s["fde_px"] == 0).all()
