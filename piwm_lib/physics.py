@@ -28,6 +28,8 @@ class PhysicsConfig:
     border_px: float = 30.0  # (dis)appearing within this of the left / right edge is legitimate (a car length + 3)
     close_px: float = 35.0  # centres closer than this: an interaction the next frame must keep two cars through
     lane_change_px: float = 11.0  # ego lateral motion of half a lane (4 m lanes = 22 px) counts as a lane change
+    same_lane_px: float = 6.0  # centres this close vertically are in the same lane (swap detection)
+    match_px: float = 12.0  # generated vs ground-truth vehicles pair up when their centres are this close
     kir_window: int = 5  # frames after a lane-change command within which the ground-truth ego changes lane
     px_per_m: float = 5.5  # HighwayEnv scaling
     min_pixels: int = 10  # blobs smaller than this are slivers, not cars (detect.detect_vehicles)
@@ -112,6 +114,39 @@ def interaction_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> di
     return {"pair": pair, "merge": pair & both & same, "eat_up": pair & ~both}
 
 
+def swap_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> np.ndarray:
+    """IEC swap proxy (B, T-1) counts: two cars vanish at t and two pop up at t+1 so that each lane's new car stands
+    where the other lane's old car was (they exchanged longitudinal places). Loops only over transitions with
+    events (rare); the events themselves come from the vectorised existence_events."""
+    ex = existence_events(obj, cfg)
+    out = np.zeros(ex["vanish"].shape[:2], int)
+    r, lane = cfg.track_radius_px, cfg.same_lane_px
+    for b, t in zip(*np.nonzero((ex["vanish"].sum(-1) >= 2) & (ex["popup"].sum(-1) >= 2))):
+        v = obj.others[b, t][ex["vanish"][b, t]]  # (n, 2) vanished at t
+        u = obj.others[b, t + 1][ex["popup"][b, t]]  # (m, 2) appeared at t+1
+        same = np.abs(v[:, None, 1] - u[None, :, 1]) < lane  # (n, m): i could have jumped to j in its lane
+        near = np.abs(u[None, :, 0] - v[:, None, 0]) < r  # (n, m): u_j stands at v_i's x
+        # quad[i, j, k, l]: i -> j and k -> l in their lanes, u_j at v_k's x and u_l at v_i's x
+        quad = same[:, :, None, None] & same[None, None] & near.T[None, :, :, None] & near[:, None, None, :]
+        i, _, k, _ = np.nonzero(quad)
+        out[b, t] = len({(min(x, y), max(x, y)) for x, y in zip(i.tolist(), k.tolist()) if x != y})
+    return out
+
+
+def others_error(gen: Objects, truth: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
+    """Other vehicles vs the ground truth, frame by frame (mutual nearest within match_px): mean matched distance
+    (B,) px and the fraction of ground-truth cars left unmatched (B,)."""
+    d = _dist(truth.others, gen.others)  # (B, T, K, L)
+    near, back = d.argmin(-1), d.argmin(-2)  # (B, T, K), (B, T, L)
+    dist = np.take_along_axis(d, near[..., None], -1)[..., 0]  # (B, T, K)
+    ok = (dist < cfg.match_px) & (np.take_along_axis(back, near, -1) == np.arange(d.shape[-2]))
+    present = ~np.isnan(truth.others[..., 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        err = np.nanmean(np.where(ok, dist, np.nan).reshape(len(d), -1), axis=1)
+    return {"others_error_px": err, "others_unmatched": 1 - ok.sum((1, 2)) / np.maximum(present.sum((1, 2)), 1)}
+
+
 def kinematic_response(gen: Objects, truth: Objects, actions: np.ndarray,
                        cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
     """KIR proxy: for each lane-change command (B, T) whose ground-truth ego moves sideways by lane_change_px within
@@ -144,26 +179,28 @@ def ego_errors(gen: Objects, truth: Objects, cfg: PhysicsConfig = PhysicsConfig(
 
 def scores(gen: Objects, truth: Objects, actions: np.ndarray,
            cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
-    """Per-sequence (B,) rates and scores: vanish / pop-up per 100 frames, TEC, IEC, KIR scores in [0, 1]
-    (1 = no failure), the weighted overall WO = (w_tec TEC + w_iec IEC + w_kir KIR) / (w_tec + w_iec + w_kir),
-    and the ego ADE / FDE."""
+    """Per-sequence (B,) rates and scores: vanish / pop-up / merge / eat-up / swap per 100 frames, TEC (1 - events
+    per car-frame chance), IEC (1 - failed close pairs and swaps per such event), KIR (lane-change success rate),
+    each in [0, 1] with 1 = no failure, the weighted overall WO = (w_tec TEC + w_iec IEC + w_kir KIR) /
+    (w_tec + w_iec + w_kir), the ego ADE / FDE and the other vehicles' position error vs the ground truth."""
     ex = existence_events(gen, cfg)
     it = interaction_events(gen, cfg)
     kr = kinematic_response(gen, truth, actions, cfg)
+    sw = swap_events(gen, cfg).sum(1)  # (B,)
     T = gen.others.shape[1]
     n_cars = (~np.isnan(gen.others[:, :-1, :, 0])).sum((1, 2))  # car-frames that could vanish (B,)
     vanish, popup = ex["vanish"].sum((1, 2)), ex["popup"].sum((1, 2))
     pairs = it["pair"].sum((1, 2, 3))
-    fails = (it["merge"] | it["eat_up"]).sum((1, 2, 3))
+    fails = (it["merge"] | it["eat_up"]).sum((1, 2, 3)) + sw
     cmds = kr["command"].sum(1)
     tec = 1 - (vanish + popup) / np.maximum(2 * n_cars, 1)
-    iec = np.where(pairs > 0, 1 - fails / np.maximum(pairs, 1), 1.0)
+    iec = np.clip(np.where(pairs + sw > 0, 1 - fails / np.maximum(pairs + sw, 1), 1.0), 0, 1)
     kir = np.where(cmds > 0, kr["success"].sum(1) / np.maximum(cmds, 1), 1.0)
     wo = (cfg.w_tec * tec + cfg.w_iec * iec + cfg.w_kir * kir) / (cfg.w_tec + cfg.w_iec + cfg.w_kir)
     per100 = 100.0 / max(T - 1, 1)
     return {"vanish_per_100": vanish * per100, "popup_per_100": popup * per100,
             "merge_per_100": it["merge"].sum((1, 2, 3)) * per100,
-            "eat_up_per_100": it["eat_up"].sum((1, 2, 3)) * per100,
+            "eat_up_per_100": it["eat_up"].sum((1, 2, 3)) * per100, "swap_per_100": sw * per100,
             "close_pairs": pairs, "lane_commands": cmds, "lane_success": kr["success"].sum(1),
             "lane_stuck": kr["stuck"].sum(1), "tec": tec, "iec": iec, "kir": kir, "wo": wo,
-            **ego_errors(gen, truth, cfg)}
+            **ego_errors(gen, truth, cfg), **others_error(gen, truth, cfg)}

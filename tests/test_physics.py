@@ -89,3 +89,104 @@ def test_ground_truth_against_itself_is_perfect(small_dataset):
     assert (s["merge_per_100"] == 0).all() and (s["eat_up_per_100"] == 0).all()
     assert (s["tec"] == 1).all() and (s["iec"] == 1).all() and (s["kir"] == 1).all() and (s["wo"] == 1).all()
     assert (s["ade_px"] == 0).all() and (s["fde_px"] == 0).all()
+
+
+# ----------------------------------------------------------------------------------- planted failures on real frames
+from piwm_lib import failures as FL  # noqa: E402
+from piwm_lib.dataset import Dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def episodes(small_dataset):
+    ds = Dataset(small_dataset)
+    out = []
+    for row in ds.episodes():
+        with ds.open(row) as ep:
+            out.append((ep.read("frames"), ep.read("states"), ep.read("actions")))
+    return out
+
+
+def score(planted: np.ndarray, frames: np.ndarray, actions: np.ndarray) -> dict:
+    gen, truth = P.find_objects(planted[None]), P.find_objects(frames[None])
+    return {k: v[0] for k, v in P.scores(gen, truth, actions[None]).items()}
+
+
+def free(xy: np.ndarray, others: np.ndarray, t: int, radius: float = 45.0) -> bool:
+    """From frame t on, positions (T, 2) stay `radius` px from every other vehicle (T, M, 2) of their lane and
+    away from the left/right borders."""
+    dx, dy = np.abs(others[t:] - xy[t:, None]).transpose(2, 0, 1)  # (T', M) each
+    clash = (dy < 11) & (dx < radius)
+    return bool(not clash.any() and (xy[t:, 0] > 35).all() and (xy[t:, 0] < 565).all())
+
+
+def test_planted_delete_is_a_vanish(episodes):
+    frames, states, acts = episodes[0]
+    slot = FL.pick_vehicle(states, 600, 150)
+    assert slot > 0
+    s = score(FL.delete(frames, states, slot, 10), frames, acts)
+    assert s["vanish_per_100"] > 0 and s["popup_per_100"] == 0 and s["tec"] < 1
+    assert score(frames, frames, acts)["tec"] == 1
+
+
+def test_planted_spawn_is_a_pop_up(episodes):
+    t = 20
+    for frames, states, acts in episodes:
+        xy, seen = FL.centres(states), FL.in_view(states, 600, 150)
+        for slot in range(1, states.shape[1]):
+            for dy in (22.0, -22.0):  # the next lane
+                for dx in range(-120, 121, 20):
+                    at = xy[:, slot] + [dx, dy]
+                    if seen[t:, slot].all() and free(at, np.delete(xy, slot, axis=1), t, 35) and 20 < at[t, 1] < 125:
+                        s = score(FL.spawn(frames, states, slot, t, *at[t]), frames, acts)
+                        assert s["popup_per_100"] > 0 and s["vanish_per_100"] == 0 and s["tec"] < 1
+                        return
+    raise AssertionError("no free place to spawn a car in the test episodes")
+
+
+def test_planted_merge_is_flagged(episodes):
+    for frames, states, acts in episodes:
+        xy = FL.centres(states)
+        for slot in range(1, states.shape[1]):
+            behind = xy[:, slot] - [24.0, 0.0]
+            if FL.in_view(states[:, slot], 600, 150).all() and free(behind, np.delete(xy, slot, axis=1), 0, 40):
+                s = score(FL.merge(frames, states, slot, 12), frames, acts)
+                assert s["merge_per_100"] > 0 and s["iec"] < 1
+                return
+    raise AssertionError("no car with room behind it in the test episodes")
+
+
+def test_planted_swap_is_flagged(episodes):
+    for frames, states, acts in episodes:
+        xy, seen = FL.centres(states), FL.in_view(states, 600, 150)
+        t = 20
+        for a in range(1, states.shape[1]):
+            for b in range(a + 1, states.shape[1]):
+                dx, dy = np.abs(xy[t:, a] - xy[t:, b]).T
+                rest = np.delete(xy, [a, b], axis=1)
+                if seen[t:, [a, b]].all() and (18 < dy).all() and (dy < 26).all() and (dx > 40).all() \
+                        and free(np.stack([xy[:, b, 0], xy[:, a, 1]], 1), rest, t, 30) \
+                        and free(np.stack([xy[:, a, 0], xy[:, b, 1]], 1), rest, t, 30):
+                    s = score(FL.swap(frames, states, a, b, t), frames, acts)
+                    assert s["swap_per_100"] > 0 and s["iec"] < 1
+                    return
+    raise AssertionError("no pair of cars in adjacent lanes to swap in the test episodes")
+
+
+def test_planted_frozen_ego_is_stuck(episodes):
+    frames, states, acts = episodes[0]
+    t = 8
+    truth, truth_states = FL.shift_ego(frames, states, t, -5.5)  # a lane change up by 22 px over 4 frames
+    acts = acts.copy()
+    acts[t - 1] = ACTIONS.index("LANE_LEFT")
+    frozen = FL.freeze_ego(truth, truth_states, t - 1)
+    s = score(frozen, truth, acts)
+    assert s["lane_commands"] == 1 and s["lane_stuck"] == 1 and s["kir"] == 0 and s["fde_px"] > 15
+    ok = score(truth, truth, acts)
+    assert ok["lane_commands"] == 1 and ok["lane_success"] == 1 and ok["kir"] == 1
+
+
+def test_planted_jitter_raises_position_error(episodes):
+    frames, states, acts = episodes[0]
+    s = score(FL.jitter(frames, states, 3.0), frames, acts)
+    assert s["others_error_px"] > 1.5 and s["others_unmatched"] < 0.2
+    assert score(frames, frames, acts)["others_error_px"] == 0
