@@ -65,3 +65,18 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95,
     means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)  # (n_boot,)
     lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
     return float(v.mean()), float(lo), float(hi)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance of Gaussians fitted to features a (N, D) and b (M, D) (FID, Heusel et al. 2017):
+    |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), the root's trace from the eigenvalues of
+    S_a^(1/2) S_b S_a^(1/2) (symmetric, so no scipy is needed)."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError(f"FID needs at least 2 samples per side, got {a.shape[0]} and {b.shape[0]}")
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = torch.atleast_2d(torch.cov(a.T)), torch.atleast_2d(torch.cov(b.T))  # (D, D)
+    w, v = torch.linalg.eigh(sa)
+    root_a = (v * w.clamp_min(0).sqrt()) @ v.T  # S_a^(1/2)
+    cross = torch.linalg.eigvalsh(root_a @ sb @ root_a).clamp_min(0).sqrt().sum()
+    return float(mu @ mu + sa.trace() + sb.trace() - 2 * cross)

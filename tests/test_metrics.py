@@ -48,3 +48,15 @@ def test_bootstrap_ci():
     assert abs((hi - lo) / 2 - 1.96 * se) < 0.15 * 1.96 * se
     assert bootstrap_ci(np.array([1.0, np.nan, 3.0]))[0] == 2.0
     assert all(math.isnan(v) for v in bootstrap_ci(np.array([np.nan])))
+
+
+def test_frechet_distance_hand_computed():
+    from piwm_lib.metrics import frechet_distance
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
+    # 1-D Gaussians: FID = (mu1 - mu2)^2 + (s1 - s2)^2
+    x, y = np.array([[0.0], [2.0]]), np.array([[3.0], [7.0]])  # mean 1, var 2 / mean 5, var 8
+    assert frechet_distance(x, y) == pytest.approx(16 + (math.sqrt(2) - math.sqrt(8)) ** 2)
+    with pytest.raises(ValueError, match="2 samples"):
+        frechet_distance(a[:1], a)
