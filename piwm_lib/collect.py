@@ -19,6 +19,7 @@ from .agents import AgentConfig, make_agent
 from .configs import save_json, to_dict
 from .dataset import DATASET_FILE, read_manifest, write_index
 from .frames import resize_uint8
+from .runs import resolve
 from .storage import EpisodeWriter, episode_name
 
 
@@ -159,6 +160,18 @@ def collect(cfg: CollectConfig, progress: bool = True, rank: int | None = None, 
     if rank == 0 or per_rank_dirs:
         write_index(out)
     return out
+
+
+def ensure_dataset(data_dir: str | Path, fallback_dir: str | Path, seed: int = 0, episodes: int = 2,
+                   frames: int = 40) -> Path:
+    """data_dir when it holds a dataset; otherwise notebook 01's smoke dataset (IDM, `episodes` x `frames`, seed)
+    collected into fallback_dir (reused when already there), so that every notebook runs on its own."""
+    root = resolve(data_dir)
+    if (root / "dataset.json").exists():
+        return root
+    print(f"{data_dir} holds no dataset: collecting a smoke dataset (seed {seed}) into {fallback_dir}")
+    return collect(CollectConfig(out=str(resolve(fallback_dir)), episodes=episodes, seed=seed,
+                                 env=E.EnvConfig(episode_frames=frames), agent=AgentConfig(kind="idm")), progress=False)
 
 
 def _barrier():

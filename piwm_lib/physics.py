@@ -180,9 +180,10 @@ def ego_errors(gen: Objects, truth: Objects, cfg: PhysicsConfig = PhysicsConfig(
 def scores(gen: Objects, truth: Objects, actions: np.ndarray,
            cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
     """Per-sequence (B,) rates and scores: vanish / pop-up / merge / eat-up / swap per 100 frames, TEC (1 - events
-    per car-frame chance), IEC (1 - failed close pairs and swaps per such event), KIR (lane-change success rate),
-    each in [0, 1] with 1 = no failure, the weighted overall WO = (w_tec TEC + w_iec IEC + w_kir KIR) /
-    (w_tec + w_iec + w_kir), the ego ADE / FDE and the other vehicles' position error vs the ground truth."""
+    per car-frame chance, times the share of ground-truth cars matched), IEC (1 - failed close pairs and swaps per
+    such event), KIR (lane-change success rate times the share of frames with an ego), each in [0, 1] with 1 = no
+    failure; the weighted overall WO = (w_tec TEC + w_iec IEC + w_kir KIR) / (w_tec + w_iec + w_kir); the ego
+    ADE / FDE and the other vehicles' position error vs the ground truth."""
     ex = existence_events(gen, cfg)
     it = interaction_events(gen, cfg)
     kr = kinematic_response(gen, truth, actions, cfg)
@@ -193,9 +194,12 @@ def scores(gen: Objects, truth: Objects, actions: np.ndarray,
     pairs = it["pair"].sum((1, 2, 3))
     fails = (it["merge"] | it["eat_up"]).sum((1, 2, 3)) + sw
     cmds = kr["command"].sum(1)
-    tec = 1 - (vanish + popup) / np.maximum(2 * n_cars, 1)
+    oe = others_error(gen, truth, cfg)
+    eg = ego_errors(gen, truth, cfg)
+    # an empty world has no existence events: TEC and KIR are scaled by the share of cars / ego frames present
+    tec = (1 - (vanish + popup) / np.maximum(2 * n_cars, 1)) * (1 - oe["others_unmatched"])
     iec = np.clip(np.where(pairs + sw > 0, 1 - fails / np.maximum(pairs + sw, 1), 1.0), 0, 1)
-    kir = np.where(cmds > 0, kr["success"].sum(1) / np.maximum(cmds, 1), 1.0)
+    kir = np.where(cmds > 0, kr["success"].sum(1) / np.maximum(cmds, 1), 1.0) * (1 - eg["ego_missing"] / T)
     wo = (cfg.w_tec * tec + cfg.w_iec * iec + cfg.w_kir * kir) / (cfg.w_tec + cfg.w_iec + cfg.w_kir)
     per100 = 100.0 / max(T - 1, 1)
     return {"vanish_per_100": vanish * per100, "popup_per_100": popup * per100,
@@ -203,4 +207,4 @@ def scores(gen: Objects, truth: Objects, actions: np.ndarray,
             "eat_up_per_100": it["eat_up"].sum((1, 2, 3)) * per100, "swap_per_100": sw * per100,
             "close_pairs": pairs, "lane_commands": cmds, "lane_success": kr["success"].sum(1),
             "lane_stuck": kr["stuck"].sum(1), "tec": tec, "iec": iec, "kir": kir, "wo": wo,
-            **ego_errors(gen, truth, cfg), **others_error(gen, truth, cfg)}
+            **eg, **oe}

@@ -498,3 +498,21 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def ensure_world_model(model_dir: str | Path, data_dir: str | Path, fallback_dir: str | Path, steps: int = 20,
+                       seed: int = 0, device: str = "cpu") -> tuple[Denoiser, Denoiser, TrainConfig, Path]:
+    """The EMA dynamics model and upsampler of a notebook-03 run folder; when it has no trained model, train a micro
+    world model for `steps` steps into `fallback_dir` (so a later notebook runs on its own). Returns (dynamics,
+    upsampler, the dynamics TrainConfig, the folder used)."""
+    model_dir = resolve(model_dir)
+    if latest_checkpoint(model_dir / "dynamics") is None or latest_checkpoint(model_dir / "upsampler") is None:
+        model_dir = resolve(fallback_dir)
+        base = TrainConfig(data_dir=str(resolve(data_dir)), model="micro", ar_steps=2, steps=steps, warmup_steps=5,
+                           lr=3e-4, seed=seed, progress=False, device=str(device), out_dir="-")
+        for stage, batch in (("dynamics", 4), ("upsampler", 1)):
+            if latest_checkpoint(model_dir / stage) is None:
+                train(replace(base, stage=stage, batch_size=batch, out_dir=str(model_dir / stage)))
+    dyn = load_denoiser(model_dir / "dynamics", ema=True, device=device)
+    up = load_denoiser(model_dir / "upsampler", ema=True, device=device)
+    return dyn, up, load_config(model_dir / "dynamics" / "config.json"), model_dir

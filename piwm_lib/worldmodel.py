@@ -107,15 +107,22 @@ class WorldModelEnv:
 
 
 def rollout(env: WorldModelEnv, lowres: np.ndarray, full: np.ndarray, actions: np.ndarray,
-            seeds: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            seeds: list[int] | None = None, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Open-loop rollout under logged actions: lowres (B, K+N, h, w, 3), full (B, K+N, H, W, 3), actions
-    (B, K+N-1) from real episodes -> generated (B, N, h, w, 3) and (B, N, H, W, 3) for frames K..K+N-1."""
-    k = env.k
-    n = lowres.shape[1] - k
-    env.reset(lowres[:, :k], full[:, :k], actions[:, :k - 1], seeds)
-    lows, fulls = [], []
-    for t in range(n):
-        lo, fu = env.step(actions[:, k - 1 + t])
-        lows.append(lo)
-        fulls.append(fu)
-    return np.stack(lows, 1), np.stack(fulls, 1)
+    (B, K+N-1) from real episodes -> generated (B, N, h, w, 3) and (B, N, H, W, 3) for frames K..K+N-1.
+    Rollout b draws its noise from seed seeds[b] (default env.seed + b), so `batch` (rollouts per forward pass,
+    default all) changes nothing but memory and speed."""
+    B, k = lowres.shape[0], env.k
+    seeds = seeds if seeds is not None else [env.seed + b for b in range(B)]
+    step = batch or B
+    outs = []
+    for s in range(0, B, step):
+        sl = slice(s, s + step)
+        env.reset(lowres[sl, :k], full[sl, :k], actions[sl, :k - 1], seeds[sl])
+        lows, fulls = [], []
+        for t in range(lowres.shape[1] - k):
+            lo, fu = env.step(actions[sl, k - 1 + t])
+            lows.append(lo)
+            fulls.append(fu)
+        outs.append((np.stack(lows, 1), np.stack(fulls, 1)))
+    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])

@@ -190,3 +190,11 @@ def test_planted_jitter_raises_position_error(episodes):
     s = score(FL.jitter(frames, states, 3.0), frames, acts)
     assert s["others_error_px"] > 1.5 and s["others_unmatched"] < 0.2
     assert score(frames, frames, acts)["others_error_px"] == 0
+
+
+def test_an_empty_world_is_not_consistent():
+    truth = objs([[[100, 50], [300, 80]], [[105, 50], [305, 80]]])
+    empty = objs([[], []], ego=[NAN, NAN])  # a model that draws only road: no events, but nothing exists
+    s = P.scores(empty, truth, np.ones((1, 1), int))
+    assert s["vanish_per_100"][0] == 0 and s["tec"][0] == 0 and s["kir"][0] == 0 and s["others_unmatched"][0] == 1
+    assert s["wo"][0] == pytest.approx(1 / 3)  # only IEC (no interaction to fail) is left

@@ -1,0 +1,21 @@
+"""Papermill smoke run of notebook 05 (evaluation): headless with a parameters file, no dataset and no trained model
+(it builds both), metrics written."""
+
+from __future__ import annotations
+
+from test_notebooks import run_notebook
+
+
+def test_05_evaluate_with_a_parameters_file(tmp_path):
+    m = run_notebook("05_evaluate", {"RUN_NAME": "pm", "MODEL_RUN": "absent", "FALLBACK_STEPS": 2,
+                                     "DATA_DIR": str(tmp_path / "none"), "FALLBACK_DATA": str(tmp_path / "data"),
+                                     "HORIZON": 4, "MAX_WINDOWS": 2, "ENCODER_STEPS": 5, "BOOTSTRAP": 50}, tmp_path)
+    assert m["windows"] == 2 and m["horizon"] == 4
+    truth = m["physics"]["truth"]
+    assert truth["wo"][0] == 1 and truth["tec"][0] == 1 and truth["vanish_per_100"][0] == 0  # truth vs itself
+    assert set(m["fid"]) >= {"cold", "warm"} and m["fid"]["cold"] >= 0
+    planted = m["planted"]
+    assert planted["freeze the ego (lane change ignored)"]["lane_stuck"] == 1
+    assert planted["jitter positions (3 px)"]["others_error_px"] > 0
+    if "delete a car" in planted:
+        assert planted["delete a car"]["vanish_per_100"] > 0
