@@ -507,6 +507,8 @@ def ensure_world_model(model_dir: str | Path, data_dir: str | Path, fallback_dir
     upsampler, the dynamics TrainConfig, the folder used)."""
     model_dir = resolve(model_dir)
     if latest_checkpoint(model_dir / "dynamics") is None or latest_checkpoint(model_dir / "upsampler") is None:
+        print(f"{model_dir} has no trained world model: training a micro one for {steps} steps into {fallback_dir} "
+              "(its frames will be poor; run notebook 03 first for a real one)")
         model_dir = resolve(fallback_dir)
         base = TrainConfig(data_dir=str(resolve(data_dir)), model="micro", ar_steps=2, steps=steps, warmup_steps=5,
                            lr=3e-4, seed=seed, progress=False, device=str(device), out_dir="-")
