@@ -198,3 +198,15 @@ def test_an_empty_world_is_not_consistent():
     s = P.scores(empty, truth, np.ones((1, 1), int))
     assert s["vanish_per_100"][0] == 0 and s["tec"][0] == 0 and s["kir"][0] == 0 and s["others_unmatched"][0] == 1
     assert s["wo"][0] == pytest.approx(1 / 3)  # only IEC (no interaction to fail) is left
+
+
+def test_swap_and_others_error_hand_computed():
+    # lane y=50: car at x 100; lane y=72: car at x 200. Next frame they have exchanged longitudinal places.
+    swapped = objs([[[100, 50], [200, 72]], [[200, 50], [100, 72]]])
+    assert P.swap_events(swapped).tolist() == [[1]]
+    moved = objs([[[100, 50], [200, 72]], [[200, 50], [300, 72]]])  # both jump forward: no exchange
+    assert P.swap_events(moved).tolist() == [[0]]
+    truth = objs([[[100, 50], [300, 80]], [[110, 50], [310, 80]]])
+    gen = objs([[[103, 54], [300, 80]], [[110, 50], [400, 80]]])  # 5 px off once, then one car 90 px away (unmatched)
+    e = P.others_error(gen, truth)
+    assert e["others_error_px"][0] == pytest.approx(5 / 3) and e["others_unmatched"][0] == pytest.approx(1 / 4)
