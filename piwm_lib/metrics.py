@@ -33,9 +33,18 @@ def _gaussian(size: int, sigma: float, device: torch.device) -> torch.Tensor:
 
 
 def ssim(generated: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, window: int = 11,
-         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, chunk: int = 32) -> np.ndarray:
     """Mean SSIM of each frame (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, 'valid'
-    windows only, channels averaged): (..., H, W, 3) -> (...)."""
+    windows only, channels averaged): (..., H, W, 3) -> (...), `chunk` frames at a time (bounded memory)."""
+    g_all, t_all = torch.as_tensor(generated), torch.as_tensor(truth)
+    lead = tuple(g_all.shape[:-3])
+    g_all, t_all = g_all.reshape(-1, *g_all.shape[-3:]), t_all.reshape(-1, *t_all.shape[-3:])
+    out = [_ssim(g_all[i:i + chunk], t_all[i:i + chunk], window, sigma, k1, k2) for i in range(0, len(g_all), chunk)]
+    return np.concatenate(out).reshape(lead)
+
+
+def _ssim(generated: torch.Tensor, truth: torch.Tensor, window: int, sigma: float, k1: float,
+          k2: float) -> np.ndarray:
     g = _float_frames(generated)
     t = _float_frames(truth).to(g.device)
     if min(g.shape[-2:]) < window:
@@ -51,7 +60,7 @@ def ssim(generated: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor,
     var_g, var_t = blur(g * g) - mu_g**2, blur(t * t) - mu_t**2
     cov = blur(g * t) - mu_g * mu_t
     s = ((2 * mu_g * mu_t + c1) * (2 * cov + c2)) / ((mu_g**2 + mu_t**2 + c1) * (var_g + var_t + c2))
-    return s.mean(dim=(1, 2, 3)).cpu().numpy().reshape(np.shape(generated)[:-3])
+    return s.mean(dim=(1, 2, 3)).cpu().numpy()
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95,

@@ -47,12 +47,17 @@ class Objects:
     width: int
 
 
-def find_objects(frames: np.ndarray | torch.Tensor, cfg: PhysicsConfig = PhysicsConfig()) -> Objects:
-    """Detect the vehicles of (B, T, H, W, 3) uint8 frames in one batch; the ego is its largest green blob."""
+def find_objects(frames: np.ndarray | torch.Tensor, cfg: PhysicsConfig = PhysicsConfig(), chunk: int = 64) -> Objects:
+    """Detect the vehicles of (B, T, H, W, 3) uint8 frames in batches of `chunk` frames; the ego is the largest
+    green blob of a frame."""
     B, T, H, W = frames.shape[:4]
-    det = detect_vehicles(torch.as_tensor(frames).reshape(B * T, H, W, 3), min_pixels=cfg.min_pixels)
-    frame, centre, size, ego = (det.frame.cpu().numpy(), det.centre.cpu().numpy(), det.pixels.cpu().numpy(),
-                                det.is_ego.cpu().numpy())
+    flat = torch.as_tensor(frames).reshape(B * T, H, W, 3)
+    parts = []
+    for i in range(0, B * T, chunk):
+        d = detect_vehicles(flat[i:i + chunk], min_pixels=cfg.min_pixels)
+        parts.append((d.frame.cpu().numpy() + i, d.centre.cpu().numpy(), d.pixels.cpu().numpy(),
+                      d.is_ego.cpu().numpy()))
+    frame, centre, size, ego = (np.concatenate(x) for x in zip(*parts))
     o = ~ego
     k = int(np.bincount(frame[o], minlength=B * T).max()) if o.any() else 0
     others = np.full((B * T, max(k, 1), 2), np.nan)

@@ -32,6 +32,7 @@ def test_ssim_hand_computed():
     assert np.allclose(ssim(x, x), 1.0)
     assert (ssim(255 - x, x) < 0).all()  # inverted structure: negative correlation
     noisy = np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.uint8)
+    assert np.array_equal(ssim(noisy, x, chunk=1), ssim(noisy, x))  # chunking only bounds memory
     assert 0 < ssim(noisy, x).min() and ssim(noisy, x).max() < 1
 
 

@@ -83,6 +83,8 @@ def test_ground_truth_against_itself_is_perfect(small_dataset):
     acts = np.stack([i["actions"].numpy() for i in items])
     obj = P.find_objects(frames)
     assert obj.others.shape[:2] == (2, 25) and not np.isnan(obj.ego).any()
+    small = P.find_objects(frames, chunk=7)  # chunked detection: the same objects
+    assert np.array_equal(small.others, obj.others, equal_nan=True) and np.array_equal(small.ego, obj.ego)
     assert (~np.isnan(obj.others[..., 0])).sum(-1).min() >= 2  # several cars in every frame
     s = P.scores(obj, obj, acts)
     assert (s["vanish_per_100"] == 0).all() and (s["popup_per_100"] == 0).all()
