@@ -65,3 +65,16 @@ def test_fid_rises_monotonically_with_degradation(small_dataset, encoder, kind):
 def test_inception_needs_a_local_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="downloads nothing"):
         inception_features(np.zeros((1, 30, 120, 3), np.uint8), tmp_path / "inception-2015-12-05.pt")
+
+
+def test_clip_features_hand_computed(small_dataset, encoder):
+    from piwm_lib.encoder import clip_features
+    x = frames(small_dataset, "test")[:3]  # (3, 30, 120, 3)
+    f = frame_features(encoder, x)  # (3, D)
+    still = np.repeat(x[:1], 4, axis=0)[None]  # one clip: the same frame 4 times
+    c = clip_features(encoder, still)[0]
+    D = f.shape[1]
+    assert np.allclose(c[:D], f[0]) and np.allclose(c[D:], 0)  # mean = that frame; no spread, no change
+    c2 = clip_features(encoder, x[None])[0]  # 3 different frames
+    assert np.allclose(c2[:D], f.mean(0)) and np.allclose(c2[D:2 * D], f.std(0))
+    assert np.allclose(c2[2 * D:], np.abs(np.diff(f, axis=0)).mean(0))
