@@ -119,11 +119,12 @@ def interaction_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> di
     return {"pair": pair, "merge": pair & both & same, "eat_up": pair & ~both}
 
 
-def swap_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> np.ndarray:
+def swap_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig(),
+                events: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """IEC swap proxy (B, T-1) counts: two cars vanish at t and two pop up at t+1 so that each lane's new car stands
     where the other lane's old car was (they exchanged longitudinal places). Loops only over transitions with
-    events (rare); the events themselves come from the vectorised existence_events."""
-    ex = existence_events(obj, cfg)
+    events (rare); the events themselves come from the vectorised existence_events (pass them when already known)."""
+    ex = events if events is not None else existence_events(obj, cfg)
     out = np.zeros(ex["vanish"].shape[:2], int)
     r, lane = cfg.track_radius_px, cfg.same_lane_px
     for b, t in zip(*np.nonzero((ex["vanish"].sum(-1) >= 2) & (ex["popup"].sum(-1) >= 2))):
@@ -192,7 +193,7 @@ def scores(gen: Objects, truth: Objects, actions: np.ndarray,
     ex = existence_events(gen, cfg)
     it = interaction_events(gen, cfg)
     kr = kinematic_response(gen, truth, actions, cfg)
-    sw = swap_events(gen, cfg).sum(1)  # (B,)
+    sw = swap_events(gen, cfg, ex).sum(1)  # (B,)
     T = gen.others.shape[1]
     n_cars = (~np.isnan(gen.others[:, :-1, :, 0])).sum((1, 2))  # car-frames that could vanish (B,)
     vanish, popup = ex["vanish"].sum((1, 2)), ex["popup"].sum((1, 2))

@@ -101,9 +101,10 @@ class WorldModelEnv:
         self.ctx = torch.cat([self.ctx[:, 1:], low[:, None]], 1)
         self.acts = acts[:, 1:]
         self.full, self.prev_low, self.prev_full = full, low, full
-        self.full_u8 = torch.from_numpy(from_model(full)).to(self.device)
+        full_u8 = from_model(full)  # (B, H, W, 3) on the host: returned, and the next step's mask source
+        self.full_u8 = torch.from_numpy(full_u8).to(self.device)
         self.t += 1
-        return from_model(low), self.full_u8.cpu().numpy()
+        return from_model(low), full_u8
 
 
 def rollout(env: WorldModelEnv, lowres: np.ndarray, full: np.ndarray, actions: np.ndarray,
