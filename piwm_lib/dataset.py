@@ -87,6 +87,27 @@ class Dataset:
         return Episode(self.root / row_or_episode["file"])
 
 
+def test_windows(root: str | Path, length: int, max_windows: int = 0) -> dict[str, np.ndarray]:
+    """Non-overlapping windows of `length` frames from the test split, evenly spread when `max_windows` > 0:
+    lowres (N, L, 30, 120, 3), frames (N, L, 150, 600, 3) uint8, actions (N, L-1) int64, states (N, L, V, 11),
+    episode (N,) (the same windows for every run on the same dataset, so runs compare pairwise)."""
+    ds = Dataset(root)
+    cands = [(r, s) for r in ds.episodes("test") for s in range(0, r["frames"] - length + 1, length)]
+    if max_windows and cands:
+        cands = [cands[i] for i in np.unique(np.linspace(0, len(cands) - 1, max_windows).astype(int))]
+    if len(cands) < 2:
+        raise ValueError(f"the test split of {root} has {len(cands)} windows of {length} frames; need 2: "
+                         "lower the horizon or collect longer test episodes")
+    out: dict[str, list] = {"lowres": [], "frames": [], "actions": [], "states": [], "episode": []}
+    for r, s in cands:
+        with ds.open(r) as ep:
+            for key in ("lowres", "frames", "states"):
+                out[key].append(ep.read(key, s, s + length))
+            out["actions"].append(ep.read("actions", s, s + length - 1).astype(np.int64))
+            out["episode"].append(r["episode"])
+    return {k: np.stack(v) if k != "episode" else np.array(v) for k, v in out.items()}
+
+
 class WindowDataset(torch.utils.data.Dataset):
     """Every window of `length` consecutive frames (and the actions between them) of one split, read on demand."""
 

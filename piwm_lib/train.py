@@ -85,8 +85,10 @@ class TrainConfig:
 
     @property
     def unet(self):
-        """The UNetConfig this stage trains."""
-        return preset(self.model if self.stage == "dynamics" else UPSAMPLER_OF[self.model])
+        """The UNetConfig this stage trains (a dynamics model without a mask has no mask channel, as DIAMOND)."""
+        if self.stage == "upsampler":
+            return preset(UPSAMPLER_OF[self.model])
+        return replace(preset(self.model), use_mask=self.mask != "none")
 
 
 def config_from_dict(data: dict) -> TrainConfig:
@@ -501,20 +503,26 @@ if __name__ == "__main__":
 
 
 def ensure_world_model(model_dir: str | Path, data_dir: str | Path, fallback_dir: str | Path, steps: int = 20,
-                       seed: int = 0, device: str = "cpu") -> tuple[Denoiser, Denoiser, TrainConfig, Path]:
-    """The EMA dynamics model and upsampler of a notebook-03 run folder; when it has no trained model, train a micro
-    world model for `steps` steps into `fallback_dir` (so a later notebook runs on its own). Returns (dynamics,
-    upsampler, the dynamics TrainConfig, the folder used)."""
+                       seed: int = 0, device: str = "cpu",
+                       upsampler_dir: str | Path | None = None) -> tuple[Denoiser, Denoiser, TrainConfig, Path]:
+    """The EMA dynamics model and upsampler of a notebook-03 run folder (the upsampler from `upsampler_dir`'s run when
+    given: it needs no mask, so runs of one size can share it); when it has no trained model, train a micro world
+    model for `steps` steps into `fallback_dir` (so a later notebook runs on its own), or raise when `steps` is 0.
+    Returns (dynamics, upsampler, the dynamics TrainConfig, the folder used)."""
     model_dir = resolve(model_dir)
-    if latest_checkpoint(model_dir / "dynamics") is None or latest_checkpoint(model_dir / "upsampler") is None:
+    up_dir = resolve(upsampler_dir) if upsampler_dir else model_dir
+    if latest_checkpoint(model_dir / "dynamics") is None or latest_checkpoint(up_dir / "upsampler") is None:
+        if steps <= 0:
+            raise FileNotFoundError(f"no trained world model: {model_dir / 'dynamics'} or {up_dir / 'upsampler'} has "
+                                    "no checkpoint; run notebook 03 for it first (or allow fallback steps > 0)")
         print(f"{model_dir} has no trained world model: training a micro one for {steps} steps into {fallback_dir} "
               "(its frames will be poor; run notebook 03 first for a real one)")
-        model_dir = resolve(fallback_dir)
+        model_dir = up_dir = resolve(fallback_dir)
         base = TrainConfig(data_dir=str(resolve(data_dir)), model="micro", ar_steps=2, steps=steps, warmup_steps=5,
                            lr=3e-4, seed=seed, progress=False, device=str(device), out_dir="-")
         for stage, batch in (("dynamics", 4), ("upsampler", 1)):
             if latest_checkpoint(model_dir / stage) is None:
                 train(replace(base, stage=stage, batch_size=batch, out_dir=str(model_dir / stage)))
     dyn = load_denoiser(model_dir / "dynamics", ema=True, device=device)
-    up = load_denoiser(model_dir / "upsampler", ema=True, device=device)
+    up = load_denoiser(up_dir / "upsampler", ema=True, device=device)
     return dyn, up, load_config(model_dir / "dynamics" / "config.json"), model_dir

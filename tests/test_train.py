@@ -174,3 +174,10 @@ def test_notebook_launcher_two_processes(small_dataset, tmp_path):
                          timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert res.returncode == 0, res.stderr[-3000:]
     assert torch.load(tmp_path / "nl" / "ckpt_00000002.pt", weights_only=False)["world_size"] == 2
+
+
+def test_a_model_without_mask_has_no_mask_channel():
+    base = dict(data_dir="d", out_dir="o", model="tiny")
+    assert T.TrainConfig(mask="none", **base).unet.in_channels == 15  # 4 context frames + noisy target (DIAMOND)
+    assert T.TrainConfig(mask="soft", **base).unet.in_channels == 16  # + the mask channel (PIWM)
+    assert T.TrainConfig(mask="none", stage="upsampler", **base).unet.use_mask is False
