@@ -31,7 +31,7 @@ course: $(STAMP)
 	  $(VENV)/bin/papermill $$nb runs/$(PROFILE)/$$name.ipynb $$args -p RUN_NAME $(PROFILE) --cwd notebooks \
 	    --no-progress-bar || exit 1; \
 	done
-	@echo "course done: executed notebooks in runs/$(PROFILE)/, outputs in runs/"
+	@echo "course done: executed notebooks in runs/$(PROFILE)/, outputs in runs/, ablation table in runs/06_ablations/$(PROFILE)/results.csv"
 
 test: $(STAMP)
 	$(PY) -m pytest tests --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
