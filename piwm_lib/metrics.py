@@ -50,15 +50,14 @@ def _ssim(generated: torch.Tensor, truth: torch.Tensor, window: int, sigma: floa
     if min(g.shape[-2:]) < window:
         raise ValueError(f"frames of {tuple(g.shape[-2:])} px are smaller than the {window}-px SSIM window")
     w1 = _gaussian(window, sigma, g.device)
-    w = (w1[:, None] * w1[None]).expand(3, 1, window, window)  # (3, 1, k, k) one filter per channel
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, w, groups=3)  # (N, 3, H-k+1, W-k+1)
+    n, c, h, w = g.shape
+    maps = torch.stack([g, t, g * g, t * t, g * t]).reshape(5 * n * c, 1, h, w)  # every channel blurred alike
+    # the 2-D Gaussian is separable: a row pass then a column pass (22 instead of 121 multiply-adds per pixel)
+    blurred = F.conv2d(F.conv2d(maps, w1.view(1, 1, 1, window)), w1.view(1, 1, window, 1))
+    mu_g, mu_t, gg, tt, gt = blurred.reshape(5, n, c, h - window + 1, w - window + 1)  # (N, 3, H-k+1, W-k+1) each
 
     c1, c2 = (k1 * DATA_RANGE) ** 2, (k2 * DATA_RANGE) ** 2
-    mu_g, mu_t = blur(g), blur(t)
-    var_g, var_t = blur(g * g) - mu_g**2, blur(t * t) - mu_t**2
-    cov = blur(g * t) - mu_g * mu_t
+    var_g, var_t, cov = gg - mu_g**2, tt - mu_t**2, gt - mu_g * mu_t
     s = ((2 * mu_g * mu_t + c1) * (2 * cov + c2)) / ((mu_g**2 + mu_t**2 + c1) * (var_g + var_t + c2))
     return s.mean(dim=(1, 2, 3)).cpu().numpy()
 
