@@ -159,6 +159,8 @@ def _compare(cl: Claim, ka: tuple, kb: tuple, a: dict, b: dict, n_boot: int, see
     sign = 1 if cl.higher else -1
     verdict = "supported" if sign * lo > 0 and sign * hi > 0 else \
         "contradicted" if sign * lo < 0 and sign * hi < 0 else "inconclusive (the interval holds 0)"
+    if not (per_window(a, ka[2], "tec").any() or per_window(b, kb[2], "tec").any()):  # TEC is 0 without matched cars
+        verdict = "not measurable: neither cell draws a car the detector matches to a real one (TEC 0)"
     out.update(a_mean=va, b_mean=vb, diff=d, lo=lo, hi=hi, relative=va / vb - 1 if vb else np.nan, verdict=verdict)
     return out
 
@@ -178,8 +180,9 @@ def evaluate_config(dyn: Denoiser, up: Denoiser, wm: WorldModelConfig, windows: 
     """Open-loop rollouts of one world-model setting on test windows (from dataset.test_windows) scored against the
     truth: per-window physics scores (N,) and 'fps' (PIWM Sec. 4 protocol with our objective proxies)."""
     t0 = time.perf_counter()
+    states = windows["states"] if wm.mask.kind == "gt" else None  # a GT mask is an oracle from the logged states
     low, full = rollout(WorldModelEnv(dyn, up, wm, seed=seed), windows["lowres"], windows["frames"],
-                        windows["actions"], batch=batch)  # (N, H, ...) generated frames
+                        windows["actions"], batch=batch, states=states)  # (N, H, ...) generated frames
     fps = low.shape[0] * low.shape[1] / (time.perf_counter() - t0)
     ctx = windows["lowres"].shape[1] - low.shape[1]  # context frames at the start of each window
     truth = windows["frames"][:, ctx:]  # (N, H, 150, 600, 3)

@@ -70,17 +70,21 @@ class WorldModelEnv:
         self.t = 0
         return from_model(self.ctx[:, -1]), from_model(self.full)
 
-    def mask(self) -> torch.Tensor | None:
-        """The inference-time mask (B, h, w) from the newest full-res frame (PIWM: rebuilt every step)."""
+    def mask(self, states: np.ndarray | torch.Tensor | None = None) -> torch.Tensor | None:
+        """The inference-time mask (B, h, w) from the newest full-res frame (PIWM: rebuilt every step); a GT mask is
+        drawn from `states` (B, V, 11) instead: an oracle, since generated frames come with no simulator states."""
         if self.cfg.mask.kind == "none":
             return None
-        if self.cfg.mask.kind == "gt":
-            raise ValueError("a GT-state mask needs simulator states, which generated frames do not have")
-        return make_mask(self.full_u8, self.cfg.mask, "infer")
+        if self.cfg.mask.kind == "gt" and states is None:
+            raise ValueError("a GT-state mask needs simulator states, which generated frames do not have: pass the "
+                             "logged states of the newest frame to step(actions, states) (an oracle mask)")
+        return make_mask(self.full_u8, self.cfg.mask, "infer", states)
 
     @torch.no_grad()
-    def step(self, actions: np.ndarray | torch.Tensor | list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Take one action per rollout (B,); returns the generated (B, h, w, 3) and (B, H, W, 3) uint8 frames."""
+    def step(self, actions: np.ndarray | torch.Tensor | list[int],
+             states: np.ndarray | torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Take one action per rollout (B,); returns the generated (B, h, w, 3) and (B, H, W, 3) uint8 frames.
+        `states` (B, V, 11): the true states of the newest frame, needed only by a GT mask (oracle)."""
         if not self.generators:
             raise RuntimeError("call reset() before step()")
         a = torch.as_tensor(actions, dtype=torch.long, device=self.device).view(-1, 1)  # (B, 1)
@@ -89,7 +93,7 @@ class WorldModelEnv:
         bf16 = cfg.precision == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             dyn_cfg = replace(cfg.dynamics, warm_start=cfg.warm_start)
-            low = sample(self.dyn, self.ctx, dyn_cfg, self.generators, acts, self.mask(), self.prev_low)
+            low = sample(self.dyn, self.ctx, dyn_cfg, self.generators, acts, self.mask(states), self.prev_low)
             low = low.clamp(-1, 1)  # (B, 3, h, w)
             if self.up is not None:
                 H, W = self.full.shape[-2:]
@@ -108,11 +112,13 @@ class WorldModelEnv:
 
 
 def rollout(env: WorldModelEnv, lowres: np.ndarray, full: np.ndarray, actions: np.ndarray,
-            seeds: list[int] | None = None, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+            seeds: list[int] | None = None, batch: int | None = None,
+            states: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Open-loop rollout under logged actions: lowres (B, K+N, h, w, 3), full (B, K+N, H, W, 3), actions
     (B, K+N-1) from real episodes -> generated (B, N, h, w, 3) and (B, N, H, W, 3) for frames K..K+N-1.
     Rollout b draws its noise from seed seeds[b] (default env.seed + b), so `batch` (rollouts per forward pass,
-    default all) changes nothing but memory and speed."""
+    default all) changes nothing but memory and speed. `states` (B, K+N, V, 11): the logged states, for a GT mask
+    (frame K-1+t's, as in training: the oracle of where the cars truly are)."""
     B, k = lowres.shape[0], env.k
     seeds = seeds if seeds is not None else [env.seed + b for b in range(B)]
     step = batch or B
@@ -122,7 +128,7 @@ def rollout(env: WorldModelEnv, lowres: np.ndarray, full: np.ndarray, actions: n
         env.reset(lowres[sl, :k], full[sl, :k], actions[sl, :k - 1], seeds[sl])
         lows, fulls = [], []
         for t in range(lowres.shape[1] - k):
-            lo, fu = env.step(actions[sl, k - 1 + t])
+            lo, fu = env.step(actions[sl, k - 1 + t], None if states is None else states[sl, k - 1 + t])
             lows.append(lo)
             fulls.append(fu)
         outs.append((np.stack(lows, 1), np.stack(fulls, 1)))

@@ -140,3 +140,18 @@ def test_play_panel_steps_resets_and_toggles(small_dataset):
     assert panel.env.t == 0 and panel.env.prev_low is None and panel.image.value[:4] == b"\x89PNG"
     panel.warm.value = False
     assert np.array_equal(panel.act(1), first)  # after reset, cold, same seed: the same first frame
+
+
+def test_a_gt_mask_rolls_out_only_with_the_logged_states(small_dataset):
+    from piwm_lib.dataset import test_windows
+    w = test_windows(small_dataset, 7, 2)  # (2, 7, ...) windows with their states
+    env = world(False, "gt")
+    with pytest.raises(ValueError, match="oracle"):
+        rollout(env, w["lowres"], w["frames"], w["actions"])
+    low, full = rollout(env, w["lowres"], w["frames"], w["actions"], states=w["states"])
+    assert low.shape == (2, 3, 30, 120, 3) and full.shape == (2, 3, 150, 600, 3)
+    # the mask of step t is drawn from the states of frame 3 + t: different states, different mask, other frames
+    moved = w["states"].copy()
+    moved[:, :, :, 8] += 40.0  # every car drawn 40 px further right
+    other, _ = rollout(env, w["lowres"], w["frames"], w["actions"], states=moved)
+    assert not np.array_equal(low, other)
