@@ -161,12 +161,14 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log=print) -> list[dict]:
     cells, out = plan(cfg), state_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     save_json(asdict(cfg), out / "sweep_config.json")
-    records, failed = [], set()
+    records, failed, ran = [], set(), set()
     bar = tqdm(cells, desc=f"sweep {cfg.name}", unit="run", disable=not progress)
     for cell in bar:
         rec = {"run": cell.run, "kind": cell.kind, **cell.labels, "status": status(cell), "seconds": 0.0, "error": ""}
         records.append(rec)
         blocked = [n for n in cell.needs if n in failed]
+        if rec["status"] == "done" and any(n in ran for n in cell.needs):
+            rec["status"] = "stale"  # its model was (re)trained just now: an evaluation of the old one is out of date
         if blocked:
             rec.update(status="skipped", error=f"needs {', '.join(blocked)}, which failed")
         elif rec["status"] == "missing":
@@ -179,6 +181,8 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, log=print) -> list[dict]:
             stale, rec["status"] = rec["status"] == "stale", "running"
             _save_state(out, records, cells)
             rec.update(_execute(pm, cell, overwrite=stale))
+            if rec["status"] == "ran":
+                ran.add(cell.run)
         if rec["status"] in ("failed", "skipped"):
             failed.add(cell.run)
             log(f"[sweep {cfg.name}] {cell.run}: {rec['status']}: {rec['error']}")

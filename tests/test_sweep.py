@@ -100,3 +100,9 @@ def test_a_failed_cell_is_reported_its_dependents_skipped_and_the_rest_run(small
     changed = SweepConfig(**{**cfg.__dict__, "evaluate": {**TINY_EVAL, "BOOTSTRAP": 30}})
     assert status(next(c for c in plan(changed) if c.run == "f-micro-soft-cold")) == "stale"
     assert status(next(c for c in plan(changed) if c.run == "f-micro-soft")) == "done"
+    # a retrained model makes its finished evaluations stale too: both rerun, and the evaluation sees the new model
+    retrained = SweepConfig(**{**cfg.__dict__, "train": {**TINY_TRAIN, "STEPS": 4}})
+    rec = {r["run"]: r for r in run_sweep(retrained, progress=False, log=lambda s: None)}
+    assert rec["f-micro-soft"]["status"] == "ran" and rec["f-micro-soft-cold"]["status"] == "ran"
+    trained = json.loads((tmp_path / "runs" / "03_train_edm" / "f-micro-soft" / "metrics.json").read_text())
+    assert trained["steps"] == 4
