@@ -87,17 +87,18 @@ class Dataset:
         return Episode(self.root / row_or_episode["file"])
 
 
-def test_windows(root: str | Path, length: int, max_windows: int = 0) -> dict[str, np.ndarray]:
+def test_windows(root: str | Path, length: int, max_windows: int = 0, min_windows: int = 2) -> dict[str, np.ndarray]:
     """Non-overlapping windows of `length` frames from the test split, evenly spread when `max_windows` > 0:
     lowres (N, L, 30, 120, 3), frames (N, L, 150, 600, 3) uint8, actions (N, L-1) int64, states (N, L, V, 11),
-    episode (N,) (the same windows for every run on the same dataset, so runs compare pairwise)."""
+    episode (N,) (the same windows for every run on the same dataset, so runs compare pairwise); raises naming the
+    numbers when fewer than `min_windows` exist."""
     ds = Dataset(root)
     cands = [(r, s) for r in ds.episodes("test") for s in range(0, r["frames"] - length + 1, length)]
     if max_windows and cands:
         cands = [cands[i] for i in np.unique(np.linspace(0, len(cands) - 1, max_windows).astype(int))]
-    if len(cands) < 2:
-        raise ValueError(f"the test split of {root} has {len(cands)} windows of {length} frames; need 2: "
-                         "lower the horizon or collect longer test episodes")
+    if len(cands) < min_windows:
+        raise ValueError(f"the test split of {root} has {len(cands)} windows of {length} frames; need {min_windows}: "
+                         "lower the horizon or the number of windows, or collect longer test episodes")
     out: dict[str, list] = {"lowres": [], "frames": [], "actions": [], "states": [], "episode": []}
     for r, s in cands:
         with ds.open(r) as ep:
