@@ -1,5 +1,5 @@
 """Vehicle detection in generated or real BEV frames: connected components of the colour detections, matched to
-ground-truth states (evaluation; vectorised, no scipy)."""
+ground-truth states (evaluation; labelling by scipy.ndimage)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,33 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from .bev import STATE_FIELDS, in_frame, in_view
 from .masks import MaskConfig, vehicle_pixels
 
 
-def _components(fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Foreground pixels of (..., H, W) bool as flat indices (P,) and the flat index of their component's root (P,).
-
-    Label propagation with pointer jumping over the foreground pixels only: each pixel takes the largest label
-    among its 8 neighbours, then the label of the pixel that label names; it stops when nothing changes.
-    """
+def _labels(fg: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected labelling of (..., H, W) bool per image by scipy.ndimage.label (C code, on the CPU): flat indices
+    of the foreground pixels (P,) sorted, their component (P,) in 0..n-1, and each component's last pixel (n,)."""
     H, W = fg.shape[-2:]
-    flat = fg.reshape(-1).nonzero()[:, 0]  # (P,) sorted flat indices
-    img, r, c = flat // (H * W), flat // W % H, flat % W  # (P,)
-    own = torch.arange(len(flat), device=fg.device)  # (P,) node ids
-    nb = []
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            rr, cc = r + dr, c + dc
-            q = img * H * W + rr.clamp(0, H - 1) * W + cc.clamp(0, W - 1)  # (P,) neighbour flat index
-            k = torch.searchsorted(flat, q).clamp_max(max(len(flat) - 1, 0))
-            hit = (flat[k] == q) & (rr >= 0) & (rr < H) & (cc >= 0) & (cc < W)
-            nb.append(torch.where(hit, k, own))
-    nb = torch.stack(nb, 1)  # (P, 9) neighbour nodes (self where none)
-    lab = own
-    while len(flat):
-        new = lab[nb].amax(1)  # largest neighbouring label; lab[k] >= k keeps every label inside its component
-        new = new[new]  # pointer jumping
-        if torch.equal(new, lab):
-            break
-        lab = new
-    return flat, flat[lab]
+    img = fg.detach().cpu().numpy().reshape(-1, H, W)
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True  # 8-neighbours inside an image, never across images
+    lab, n = ndimage.label(img, structure=structure)
+    flat = np.flatnonzero(lab)  # (P,) sorted
+    comp = lab.reshape(-1)[flat] - 1  # (P,)
+    last = np.zeros(n, np.int64)
+    last[comp] = flat  # ascending flat: each component keeps its last pixel
+    return flat, comp, last
+
+
+def _components(fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground pixels of (..., H, W) bool as flat indices (P,) and the flat index of their component's root (P,),
+    the root being the component's last pixel (on the input's device)."""
+    flat, comp, last = _labels(fg)
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.long, device=fg.device)  # noqa: E731
+    return as_t(flat), as_t(last[comp])
 
 
 def label_components(fg: torch.Tensor) -> torch.Tensor:
@@ -65,22 +60,26 @@ class Detections:
 
 def detect_vehicles(frames: np.ndarray | torch.Tensor, cfg: MaskConfig = MaskConfig(),
                     min_pixels: int = 10) -> Detections:
-    """Vehicles as 8-connected blobs of the colour detections (B, H, W, 3) uint8 (evaluation; no scipy needed).
+    """Vehicles as 8-connected blobs of the colour detections (B, H, W, 3) uint8 (evaluation).
 
     Blobs below `min_pixels` (slivers at the image border) are dropped; touching cars form one blob.
     """
     ego, other = vehicle_pixels(frames, cfg)  # (B, H, W)
     B, H, W = ego.shape
-    flat, root = _components(torch.stack([ego, other], 1))  # over (B, 2, H, W): labels never cross images
-    ids, inv, size = torch.unique(root, return_inverse=True, return_counts=True)  # (K,)
-    xy = torch.stack([flat % W, flat // W % H], 1).float() + 0.5  # (P, 2) pixel centres
-    sums = torch.zeros(len(ids), 2, device=flat.device).index_add_(0, inv, xy)
-    centre = sums / size[:, None]
-    first = ids // (H * W)  # image index b * 2 + kind of each component
+    flat, comp, last = _labels(torch.stack([ego, other], 1))  # over (B, 2, H, W): labels never cross images
+    order = np.argsort(last)  # components by their last pixel, as before
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    comp, n = rank[comp], len(order)
+    size = np.bincount(comp, minlength=n)  # (K,)
+    xy = np.stack([np.bincount(comp, flat % W + 0.5, n), np.bincount(comp, flat // W % H + 0.5, n)], 1)  # (K, 2) sums
+    first = last[order] // (H * W)  # image index b * 2 + kind of each component
     keep = size >= min_pixels
-    frame, kind = (first // 2)[keep], (first % 2)[keep]
+    as_t = lambda a: torch.as_tensor(a, device=ego.device)  # noqa: E731
+    centre = as_t((xy / np.maximum(size, 1)[:, None])[keep]).float()
+    frame, kind, size = as_t((first // 2)[keep]), as_t((first % 2)[keep]), as_t(size[keep])
     count = torch.bincount(frame[kind == 1], minlength=B)
-    return Detections(frame, centre[keep], size[keep], kind == 0, count)
+    return Detections(frame, centre, size, kind == 0, count)
 
 
 def match_vehicles(det: Detections, states: np.ndarray | torch.Tensor,
