@@ -1,41 +1,69 @@
-"""Objective physical-consistency proxies for generated BEV rollouts (our answer to PIWM's human TEC/IEC/KIR ratings,
-arXiv 2509.12437): vehicles are found in every frame (detect.py), linked between consecutive frames, and counted.
+"""Objective physical-consistency metrics for generated BEV rollouts (our answer to PIWM's human TEC / IEC / KIR
+ratings, arXiv 2509.12437 Sec. 4): vehicles are found in every frame (detect.py), given identities through time
+(tracking.py) and matched to the true vehicles of the same frame; the ego's motion is read from the road
+(egomotion.py), because HighwayEnv's camera follows the ego and its own pixels never move.
 
-- TEC (temporal existence): vehicles that appear or vanish between consecutive frames away from the image borders.
-- IEC (interaction): two vehicles that come close must both exist in the next frame (no eat-up, no merge).
-- KIR (kinematic response): after a lane-change command the generated ego moves sideways when the ground truth does.
-- Trajectory error of the ego (ADE / FDE, px and m).
-All arrays are padded per frame (NaN = no vehicle), so every count is one vectorised operation over (B, T, K).
+Events (one row each, `events()`), all judged against the ground truth of the same window under the same actions:
+- TEC: vanish (a track ends away from the left/right borders), popup (one starts there), ego_vanish.
+- IEC: merge (a track ends next to a car it was close to: one event, not also a vanish), swap (two tracks exchange
+  their true identities).
+- KIR: lane_stuck / lane_wrong (a lane change the truth made after its command is not made, or made the other way,
+  within kir_window frames), lane_unrequested (a lane change the truth did not make), speed_ignored / speed_wrong
+  (FASTER / SLOWER answered by no speed change or one of the wrong sign), ego_misplaced (the ego sprite leaves the
+  spot where the camera holds it).
+Frames are indexed within the sequences passed in; actions[:, t] is taken at frame t (it leads to frame t + 1).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
+from . import egomotion as E
 from .detect import detect_vehicles
 from .env import ACTIONS
+from .tracking import match, track
+
+LEFT, RIGHT = ACTIONS.index("LANE_LEFT"), ACTIONS.index("LANE_RIGHT")
+FASTER, SLOWER = ACTIONS.index("FASTER"), ACTIONS.index("SLOWER")
+TEC_EVENTS = ("vanish", "popup", "ego_vanish")
+IEC_EVENTS = ("merge", "swap")
+KIR_EVENTS = ("lane_stuck", "lane_wrong", "lane_unrequested", "speed_ignored", "speed_wrong", "ego_misplaced")
+EVENT_TYPES = TEC_EVENTS + IEC_EVENTS + KIR_EVENTS
 
 
 @dataclass(frozen=True)
 class PhysicsConfig:
-    """Thresholds of the proxies (ours; px on the 150 x 600 frame, 5.5 px per metre, 5 frames per second)."""
+    """Thresholds of the metrics (ours; px on the 150 x 600 frame, 5.5 px per metre, 5 frames per second)."""
 
-    track_radius_px: float = 20.0  # a car moves less than this between frames (3.6 m in 0.2 s relative to the ego)
+    track_radius_px: float = 20.0  # a car moves less than this between frames beyond its predicted motion
     border_px: float = 30.0  # (dis)appearing within this of the left / right edge is legitimate (a car length + 3)
-    close_px: float = 35.0  # centres closer than this: an interaction the next frame must keep two cars through
-    lane_change_px: float = 11.0  # ego lateral motion of half a lane (4 m lanes = 22 px) counts as a lane change
-    same_lane_px: float = 6.0  # centres this close vertically are in the same lane (swap detection)
-    match_px: float = 12.0  # generated vs ground-truth vehicles pair up when their centres are this close
-    kir_window: int = 5  # frames after a lane-change command within which the ground-truth ego changes lane
-    px_per_m: float = 5.5  # HighwayEnv scaling
+    close_px: float = 35.0  # centres closer than this: an interaction both cars must survive
+    match_px: float = 10.0  # a generated car is the true car of the same frame when their centres are this close
+    swap_gap: int = 4  # frames a track may go unmatched between its old and its new true identity in a swap
+    ego_offset_px: float = 6.0  # the ego sprite this far from the true ego's centre is misplaced
+    min_road_fit: float = 0.5  # frames whose lane marks explain less of the row profile are unreadable (no lanes)
+    min_dash: float = 0.2  # frame pairs whose dash strength is below this give no speed
+    kir_window: int = 8  # frames after a command within which it must be answered
+    judge_slack: int = 2  # a command is judged only if the truth answered it this many frames before the end
+    speed_change_mps: float = 1.0  # the truth answers FASTER / SLOWER when its speed moves this far (m/s)
+    complete_px: float = 4.0  # a lane change is completed when the road sits this close to the new lane centre
     min_pixels: int = 10  # blobs smaller than this are slivers, not cars (detect.detect_vehicles)
     w_tec: float = 1.0  # weight of the TEC score in the overall score WO
     w_iec: float = 1.0  # weight of the IEC score in WO
     w_kir: float = 1.0  # weight of the KIR score in WO
+    road: E.RoadConfig = field(default_factory=E.RoadConfig)  # lane geometry and dash pattern
+
+    def __post_init__(self) -> None:
+        for k in ("track_radius_px", "border_px", "close_px", "match_px", "ego_offset_px", "speed_change_mps"):
+            if not getattr(self, k) > 0:
+                raise ValueError(f"PhysicsConfig.{k} must be > 0, got {getattr(self, k)}")
+        if min(self.w_tec, self.w_iec, self.w_kir) < 0 or self.w_tec + self.w_iec + self.w_kir <= 0:
+            raise ValueError(f"WO weights must be >= 0 and not all 0, got {self.w_tec, self.w_iec, self.w_kir}")
 
 
 @dataclass
@@ -45,6 +73,16 @@ class Objects:
     others: np.ndarray
     ego: np.ndarray
     width: int
+
+
+@dataclass
+class Scene:
+    """What the metrics read from (B, T) frames: vehicles with track ids, and the ego's motion from the road."""
+
+    obj: Objects
+    tracks: np.ndarray  # (B, T, K) int track id of each vehicle slot, -1 for padding
+    lateral: np.ndarray  # (B, T) px, the ego below the road's top edge; NaN where the road is unreadable
+    speed: np.ndarray  # (B, T-1) m/s between frames t and t + 1; NaN where the dashes are unreadable
 
 
 def find_objects(frames: np.ndarray | torch.Tensor, cfg: PhysicsConfig = PhysicsConfig(), chunk: int = 64) -> Objects:
@@ -72,145 +110,260 @@ def find_objects(frames: np.ndarray | torch.Tensor, cfg: PhysicsConfig = Physics
     return Objects(others.reshape(B, T, -1, 2), ego_xy.reshape(B, T, 2), W)
 
 
-def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise distances (..., K, L) of (..., K, 2) and (..., L, 2); inf where either is missing."""
-    d = np.linalg.norm(a[..., :, None, :] - b[..., None, :, :], axis=-1)
-    return np.where(np.isnan(d), np.inf, d)
+def observe(frames: np.ndarray, cfg: PhysicsConfig = PhysicsConfig()) -> Scene:
+    """Vehicles, tracks and road-read ego motion of (B, T, H, W, 3) uint8 frames."""
+    frames = np.asarray(frames)
+    obj = find_objects(frames, cfg)
+    road = E.read_road(frames, cfg.road)  # (B, T) each
+    lateral = np.where(road.fit >= cfg.min_road_fit, E.lateral_px(road, cfg.road), np.nan)
+    speed, dash = E.speed_mps(road, cfg.road)  # (B, T-1)
+    return Scene(obj, track(obj.others, cfg.track_radius_px), lateral, np.where(dash >= cfg.min_dash, speed, np.nan))
 
 
-def links(obj: Objects, cfg: PhysicsConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual nearest-neighbour links between frames t and t+1 within track_radius: forward (B, T-1, K) index into
-    t+1 or -1, backward (B, T-1, K) index into t or -1."""
-    d = _dist(obj.others[:, :-1], obj.others[:, 1:])  # (B, T-1, K, K)
-    fwd, bwd = d.argmin(-1), d.argmin(-2)  # (B, T-1, K)
-    near_f = np.take_along_axis(d, fwd[..., None], -1)[..., 0] < cfg.track_radius_px
-    near_b = np.take_along_axis(d, bwd[..., None, :], -2)[..., 0, :] < cfg.track_radius_px
-    mutual_f = np.take_along_axis(bwd, fwd, -1) == np.arange(d.shape[-1])
-    mutual_b = np.take_along_axis(fwd, bwd, -1) == np.arange(d.shape[-1])
-    return np.where(near_f & mutual_f, fwd, -1), np.where(near_b & mutual_b, bwd, -1)
+def _scene(x: np.ndarray | Scene, cfg: PhysicsConfig) -> Scene:
+    return x if isinstance(x, Scene) else observe(x, cfg)
 
 
-def _inside(xy: np.ndarray, width: int, cfg: PhysicsConfig) -> np.ndarray:
-    x = xy[..., 0]
-    return (x > cfg.border_px) & (x < width - cfg.border_px)  # NaN compares False
+# ------------------------------------------------------------------------------------------------- TEC and IEC
+def _inside(x: float, width: int, cfg: PhysicsConfig) -> bool:
+    return bool(cfg.border_px < x < width - cfg.border_px)  # NaN compares False
 
 
-def existence_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
-    """TEC proxy: vanish (B, T-1, K) at t and pop-up (B, T-1, K) at t+1, away from the left/right borders."""
-    fwd, bwd = links(obj, cfg)
-    now, nxt = obj.others[:, :-1], obj.others[:, 1:]
-    vanish = ~np.isnan(now[..., 0]) & (fwd < 0) & _inside(now, obj.width, cfg)
-    popup = ~np.isnan(nxt[..., 0]) & (bwd < 0) & _inside(nxt, obj.width, cfg)
-    return {"vanish": vanish, "popup": popup}
-
-
-def interaction_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
-    """IEC proxy over close pairs (i < j, centres < close_px apart at t), each (B, T-1, K, K) bool:
-    pair, merge (both nearest the same car at t+1) and eat_up (one of them has no car within track_radius)."""
-    now, nxt = obj.others[:, :-1], obj.others[:, 1:]
-    d_now = _dist(now, now)  # (B, T-1, K, K)
-    K = d_now.shape[-1]
-    pair = (d_now < cfg.close_px) & np.triu(np.ones((K, K), bool), 1)
-    d = _dist(now, nxt)  # (B, T-1, K, K)
-    near = d.argmin(-1)  # (B, T-1, K)
-    ok = np.take_along_axis(d, near[..., None], -1)[..., 0] < cfg.track_radius_px  # (B, T-1, K)
-    same = near[..., :, None] == near[..., None, :]
-    both = ok[..., :, None] & ok[..., None, :]
-    return {"pair": pair, "merge": pair & both & same, "eat_up": pair & ~both}
-
-
-def swap_events(obj: Objects, cfg: PhysicsConfig = PhysicsConfig(),
-                events: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """IEC swap proxy (B, T-1) counts: two cars vanish at t and two pop up at t+1 so that each lane's new car stands
-    where the other lane's old car was (they exchanged longitudinal places). Loops only over transitions with
-    events (rare); the events themselves come from the vectorised existence_events (pass them when already known)."""
-    ex = events if events is not None else existence_events(obj, cfg)
-    out = np.zeros(ex["vanish"].shape[:2], int)
-    r, lane = cfg.track_radius_px, cfg.same_lane_px
-    for b, t in zip(*np.nonzero((ex["vanish"].sum(-1) >= 2) & (ex["popup"].sum(-1) >= 2))):
-        v = obj.others[b, t][ex["vanish"][b, t]]  # (n, 2) vanished at t
-        u = obj.others[b, t + 1][ex["popup"][b, t]]  # (m, 2) appeared at t+1
-        same = np.abs(v[:, None, 1] - u[None, :, 1]) < lane  # (n, m): i could have jumped to j in its lane
-        near = np.abs(u[None, :, 0] - v[:, None, 0]) < r  # (n, m): u_j stands at v_i's x
-        # quad[i, j, k, l]: i -> j and k -> l in their lanes, u_j at v_k's x and u_l at v_i's x
-        quad = same[:, :, None, None] & same[None, None] & near.T[None, :, :, None] & near[:, None, None, :]
-        i, _, k, _ = np.nonzero(quad)
-        out[b, t] = len({(min(x, y), max(x, y)) for x, y in zip(i.tolist(), k.tolist()) if x != y})
+def _existence(s: Scene, b: int, cfg: PhysicsConfig) -> list[dict]:
+    """Vanish / popup / merge events of window b: tracks that end or start away from the borders; a track that ends
+    next to a car it was close to, which goes on, merged into it."""
+    xy, ids, W = s.obj.others[b], s.tracks[b], s.obj.width  # (T, K, 2), (T, K)
+    T, out = len(ids), []
+    for tid in np.unique(ids[ids >= 0]):
+        ts, ks = np.nonzero(ids == tid)
+        first, last = ts[0], ts[-1]
+        if first > 0 and _inside(xy[first, ks[0], 0], W, cfg):
+            out.append(dict(type="popup", frame=int(first), vehicles=(int(tid),), x=xy[first, ks[0], 0],
+                            y=xy[first, ks[0], 1]))
+        if last < T - 1:
+            p = xy[last, ks[-1]]
+            v = p - xy[ts[-2], ks[-2]] if len(ts) > 1 else np.zeros(2)
+            pred = p + v  # where it should be at last + 1
+            if not _inside(pred[0], W, cfg):
+                continue
+            d_then = np.linalg.norm(xy[last] - p, axis=-1)  # (K,) to the cars of its last frame
+            d_now = np.linalg.norm(xy[last + 1] - pred, axis=-1)  # (K,) to the cars of the next frame
+            host = [ids[last + 1, k] for k in range(len(d_now)) if d_now[k] < cfg.close_px and ids[last + 1, k] >= 0
+                    and ids[last + 1, k] in ids[last][(d_then < cfg.close_px) & (ids[last] != tid)]]
+            kind = "merge" if host else "vanish"
+            out.append(dict(type=kind, frame=int(last + 1), vehicles=(int(tid), *map(int, host[:1])), x=pred[0],
+                            y=pred[1]))
     return out
 
 
-def others_error(gen: Objects, truth: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
-    """Other vehicles vs the ground truth, frame by frame (mutual nearest within match_px): mean matched distance
-    (B,) px and the fraction of ground-truth cars left unmatched (B,)."""
-    d = _dist(truth.others, gen.others)  # (B, T, K, L)
-    near, back = d.argmin(-1), d.argmin(-2)  # (B, T, K), (B, T, L)
-    dist = np.take_along_axis(d, near[..., None], -1)[..., 0]  # (B, T, K)
-    ok = (dist < cfg.match_px) & (np.take_along_axis(back, near, -1) == np.arange(d.shape[-2]))
-    present = ~np.isnan(truth.others[..., 0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        err = np.nanmean(np.where(ok, dist, np.nan).reshape(len(d), -1), axis=1)
-    return {"others_error_px": err, "others_unmatched": 1 - ok.sum((1, 2)) / np.maximum(present.sum((1, 2)), 1)}
+def _swaps(gen: Scene, truth: Scene, slot: np.ndarray, b: int, cfg: PhysicsConfig) -> list[dict]:
+    """Swap events of window b: two generated tracks whose true identities (through `slot` (T, K), each generated
+    car's true counterpart) are exchanged, i -> j and j -> i, within swap_gap frames."""
+    tid = np.where(slot >= 0, np.take_along_axis(truth.tracks[b], np.maximum(slot, 0), 1), -1)  # (T, K)
+    ids = gen.tracks[b]
+    switches = []  # (gen track, old true id, new true id, last frame with the old, first frame with the new)
+    for g in np.unique(ids[ids >= 0]):
+        ts, ks = np.nonzero(ids == g)
+        seen = [(t, tid[t, k]) for t, k in zip(ts, ks) if tid[t, k] >= 0]
+        for (t0, a), (t1, c) in zip(seen, seen[1:]):
+            if a != c and t1 - t0 <= cfg.swap_gap + 1:
+                switches.append((int(g), int(a), int(c), int(t0), int(t1)))
+    out, used = [], set()
+    for i, (g, a, c, t0, t1) in enumerate(switches):
+        for j, (h, a2, c2, u0, u1) in enumerate(switches[i + 1:], i + 1):
+            if {i, j} & used or g == h or (a, c) != (c2, a2) or max(t0, u0) > min(t1, u1):
+                continue
+            used |= {i, j}
+            k = np.nonzero(ids[t1] == g)[0]
+            x, y = gen.obj.others[b, t1, k[0]] if len(k) else (np.nan, np.nan)
+            out.append(dict(type="swap", frame=min(t0, u0) + 1, vehicles=(g, h), x=x, y=y))
+    return out
 
 
-def kinematic_response(gen: Objects, truth: Objects, actions: np.ndarray,
-                       cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
-    """KIR proxy: for each lane-change command (B, T) whose ground-truth ego moves sideways by lane_change_px within
-    kir_window frames: success (the generated ego moves the same way as far) or stuck (it moves less than half).
-
-    actions (B, T-1): actions[:, t] is taken at frame t (leading to t+1). Returns bool arrays (B, T-1): command,
-    success, stuck.
-    """
-    lane = np.isin(actions, [ACTIONS.index("LANE_LEFT"), ACTIONS.index("LANE_RIGHT")])  # (B, A)
-    A = actions.shape[1]
-    end = np.minimum(np.arange(A) + cfg.kir_window, gen.ego.shape[1] - 1)  # (A,)
-    dy_gt = truth.ego[:, end, 1] - truth.ego[:, :A, 1]  # (B, A)
-    dy_gen = gen.ego[:, end, 1] - gen.ego[:, :A, 1]
-    command = lane & (np.abs(dy_gt) >= cfg.lane_change_px)  # NaN compares False
-    success = command & (np.sign(dy_gen) == np.sign(dy_gt)) & (np.abs(dy_gen) >= cfg.lane_change_px)
-    stuck = command & ~(np.abs(dy_gen) >= cfg.lane_change_px / 2)  # no ego found counts as stuck
-    return {"command": command, "success": success, "stuck": stuck}
+def _encounters(truth: Scene, b: int, cfg: PhysicsConfig) -> int:
+    """Distinct pairs of true tracks whose centres come closer than close_px in window b (chances to fail IEC)."""
+    pairs = set()
+    for t in range(truth.tracks.shape[1]):
+        xy, ids = truth.obj.others[b, t], truth.tracks[b, t]
+        d = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+        for i, j in zip(*np.nonzero(np.triu(d < cfg.close_px, 1))):
+            pairs.add((min(ids[i], ids[j]), max(ids[i], ids[j])))
+    return len(pairs)
 
 
-def ego_errors(gen: Objects, truth: Objects, cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
-    """Ego displacement errors per sequence (B,): ADE (mean over frames) and FDE (last frame), px and m; a missing
-    generated ego is excluded from ADE and makes FDE NaN; missing (B,) counts frames without a generated ego."""
-    err = np.linalg.norm(gen.ego - truth.ego, axis=-1)  # (B, T), NaN where either ego is missing
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a sequence without any generated ego: ADE NaN
-        ade = np.nanmean(err, axis=1)
-    return {"ade_px": ade, "fde_px": err[:, -1], "ade_m": ade / cfg.px_per_m, "fde_m": err[:, -1] / cfg.px_per_m,
-            "ego_missing": np.isnan(gen.ego[..., 0]).sum(1)}
+def _coverage(gen: Scene, truth: Scene, slot: np.ndarray, b: int, cfg: PhysicsConfig) -> dict[str, float]:
+    """Car-frames of window b away from the borders: true ones (others + ego), missing from the generated frames,
+    extra in them (no true counterpart); the share of true other cars matched (recall) and the mean distance of
+    matched cars (px)."""
+    W = truth.obj.width
+    inside = lambda xy: (xy[..., 0] > cfg.border_px) & (xy[..., 0] < W - cfg.border_px)  # noqa: E731
+    t_xy, g_xy = truth.obj.others[b], gen.obj.others[b]  # (T, L, 2), (T, K, 2)
+    matched_truth = np.zeros(t_xy.shape[:2], bool)
+    for t, k in zip(*np.nonzero(slot >= 0)):
+        matched_truth[t, slot[t, k]] = True
+    ego_t, ego_g = ~np.isnan(truth.obj.ego[b, :, 0]), ~np.isnan(gen.obj.ego[b, :, 0])
+    n_true, n_cars = int(inside(t_xy).sum() + ego_t.sum()), int(inside(t_xy).sum())
+    missing = int((inside(t_xy) & ~matched_truth).sum() + (ego_t & ~ego_g).sum())
+    extra = int((inside(g_xy) & (slot < 0)).sum())
+    k = np.nonzero(slot >= 0)
+    err = np.linalg.norm(g_xy[k] - t_xy[k[0], slot[k]], axis=-1)
+    recall = (inside(t_xy) & matched_truth).sum() / n_cars if n_cars else np.nan
+    return {"n_true": n_true, "missing": missing, "extra": extra, "recall": recall,
+            "err": float(err.mean()) if len(err) else np.nan}
 
 
-def scores(gen: Objects, truth: Objects, actions: np.ndarray,
+# ------------------------------------------------------------------------------------------------- KIR
+def _onset(lateral: np.ndarray, t: int, direction: int) -> int:
+    """First frame of the sideways motion that reached a lane change at frame t (walks back while moving > 1 px)."""
+    start = t
+    while t > 0 and direction * (lateral[t] - lateral[t - 1]) > 1.0:  # NaN compares False
+        t -= 1
+    return min(t + 1, start)
+
+
+def _lanes(gen: Scene, truth: Scene, actions: np.ndarray, b: int, cfg: PhysicsConfig) -> tuple[list[dict], dict]:
+    """Lane-change commands of window b judged against the truth's answer: events and counts (commands, answered,
+    latency and timing error in frames, completed)."""
+    lg, lt, T = gen.lateral[b], truth.lateral[b], gen.lateral.shape[1]
+    g_changes = E.lane_changes(lg, cfg.road)
+    used, out = [False] * len(g_changes), []
+    st = {"commands": 0, "answered": 0, "latency": [], "timing": [], "completed": 0}
+    for tx, d in E.lane_changes(lt, cfg.road):
+        cmd = [t for t in range(max(tx - cfg.kir_window, 0), tx) if actions[b, t] == (LEFT if d < 0 else RIGHT)]
+        tc = cmd[-1] if cmd else -1  # -1: commanded before the sequence
+        hit = [i for i, (t, dd) in enumerate(g_changes) if not used[i] and tc < t <= tc + cfg.kir_window and dd == d]
+        if hit:
+            used[hit[0]] = True
+            tg = g_changes[hit[0]][0]
+            st["answered"] += 1
+            st["latency"].append(tg - tc)
+            st["timing"].append(tg - tx)
+            centre = (np.floor(lg[tg] / cfg.road.lane_px) + 0.5) * cfg.road.lane_px
+            after = lg[tg:tc + cfg.kir_window + 1]
+            st["completed"] += bool(np.nanmin(np.abs(after - centre)) <= cfg.complete_px) if len(after) else 0
+            st["commands"] += 1
+            continue
+        if tx > T - 1 - cfg.judge_slack:
+            continue  # the truth answered too close to the end to judge the model
+        st["commands"] += 1
+        wrong = [i for i, (t, dd) in enumerate(g_changes) if not used[i] and tc < t <= tc + cfg.kir_window and dd == -d]
+        if wrong:
+            used[wrong[0]] = True
+        out.append(dict(type="lane_wrong" if wrong else "lane_stuck", frame=max(tc + 1, 0), vehicles=(), x=np.nan,
+                        y=lt[tx]))
+    for (t, d), u in zip(g_changes, used):
+        if not u:
+            out.append(dict(type="lane_unrequested", frame=_onset(lg, t, d), vehicles=(), x=np.nan, y=lg[t]))
+    return out, st
+
+
+def _speeds(gen: Scene, truth: Scene, actions: np.ndarray, b: int, cfg: PhysicsConfig) -> tuple[list[dict], dict]:
+    """FASTER / SLOWER commands of window b that the truth answers (speed moves speed_change_mps within kir_window
+    frames), judged by the sign of the generated speed change: events and counts."""
+    vg, vt = gen.speed[b], truth.speed[b]  # (T-1,) speed between frames t and t + 1
+    out, st = [], {"commands": 0, "answered": 0}
+    for tc in np.nonzero(np.isin(actions[b, :len(vt)], [FASTER, SLOWER]))[0]:
+        if tc < 1 or tc + cfg.judge_slack + 1 > len(vt):
+            continue  # no speed before the command, or too few frames after it
+        d = 1 if actions[b, tc] == FASTER else -1
+        span = slice(tc, min(tc + cfg.kir_window, len(vt)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if not np.nanmax(d * (vt[span] - vt[tc - 1])) >= cfg.speed_change_mps:
+                continue  # the simulator did not answer (already at the speed limit) or the truth is unreadable
+            up, down = np.nanmax(d * (vg[span] - vg[tc - 1])), np.nanmin(d * (vg[span] - vg[tc - 1]))
+        st["commands"] += 1
+        if up >= cfg.speed_change_mps / 2:
+            st["answered"] += 1
+        else:
+            kind = "speed_wrong" if down <= -cfg.speed_change_mps / 2 else "speed_ignored"
+            out.append(dict(type=kind, frame=int(tc + 1), vehicles=(), x=np.nan, y=np.nan))
+    return out, st
+
+
+def _ego(gen: Scene, truth: Scene, b: int, cfg: PhysicsConfig) -> list[dict]:
+    """ego_vanish (the generated ego gone where the truth has one) and ego_misplaced (the ego sprite more than
+    ego_offset_px from the true ego, i.e. from where the camera holds it) onsets of window b."""
+    g, t = gen.obj.ego[b], truth.obj.ego[b]  # (T, 2)
+    gone = np.isnan(g[:, 0]) & ~np.isnan(t[:, 0])
+    with np.errstate(invalid="ignore"):
+        off = np.linalg.norm(g - t, axis=-1) > cfg.ego_offset_px  # NaN compares False
+    out = []
+    for kind, flag in (("ego_vanish", gone), ("ego_misplaced", off)):
+        for f in np.nonzero(flag & ~np.r_[False, flag[:-1]])[0]:
+            if f > 0 or kind == "ego_misplaced":
+                out.append(dict(type=kind, frame=int(f), vehicles=(0,), x=g[f, 0], y=g[f, 1]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- public API
+def _window(gen: Scene, truth: Scene, actions: np.ndarray, b: int, cfg: PhysicsConfig) -> tuple[list[dict], dict]:
+    """Every event of window b and the counts its scores need."""
+    slot = match(gen.obj.others[b:b + 1], truth.obj.others[b:b + 1], cfg.match_px)[0]  # (T, K) true counterpart
+    lane_ev, lane = _lanes(gen, truth, actions, b, cfg)
+    speed_ev, speed = _speeds(gen, truth, actions, b, cfg)
+    ev = _existence(gen, b, cfg) + _swaps(gen, truth, slot, b, cfg) + lane_ev + speed_ev + _ego(gen, truth, b, cfg)
+    counts = {"coverage": _coverage(gen, truth, slot, b, cfg), "encounters": _encounters(truth, b, cfg),
+              "lane": lane, "speed": speed}
+    return sorted(ev, key=lambda e: (e["frame"], e["type"])), counts
+
+
+def _check(generated, truth, actions: np.ndarray) -> np.ndarray:
+    """Shapes of a generated / true pair and actions (B, T) or (B, T - 1), with a message naming the mismatch."""
+    shape = lambda x: x.lateral.shape if isinstance(x, Scene) else np.shape(x)[:2]  # noqa: E731
+    if shape(generated) != shape(truth):
+        raise ValueError(f"generated and truth must both be (B, T, ...) with the same B, T: {shape(generated)} vs "
+                         f"{shape(truth)}")
+    a = np.asarray(actions)
+    if a.ndim != 2 or a.shape[0] != shape(truth)[0] or a.shape[1] < shape(truth)[1] - 1:
+        raise ValueError(f"actions must be (B, T) or (B, T - 1) for B, T = {shape(truth)}, got {a.shape}")
+    return a
+
+
+def events(generated: np.ndarray | Scene, truth: np.ndarray | Scene, actions: np.ndarray,
+           cfg: PhysicsConfig = PhysicsConfig()) -> pd.DataFrame:
+    """Every failure event of generated vs true (B, T, H, W, 3) uint8 frames (or their Scenes from observe) under
+    actions (B, T) or (B, T - 1): one row per event with window, type, frame, vehicles (track ids), x, y (px)."""
+    a = _check(generated, truth, actions)
+    g, t = _scene(generated, cfg), _scene(truth, cfg)
+    rows = [dict(window=b, **e) for b in range(g.lateral.shape[0]) for e in _window(g, t, a, b, cfg)[0]]
+    return pd.DataFrame(rows, columns=["window", "type", "frame", "vehicles", "x", "y"])
+
+
+def scores(generated: np.ndarray | Scene, truth: np.ndarray | Scene, actions: np.ndarray,
            cfg: PhysicsConfig = PhysicsConfig()) -> dict[str, np.ndarray]:
-    """Per-sequence (B,) rates and scores: vanish / pop-up / merge / eat-up / swap per 100 frames, TEC (1 - events
-    per car-frame chance, times the share of ground-truth cars matched), IEC (1 - failed close pairs and swaps per
-    such event), KIR (lane-change success rate times the share of frames with an ego), each in [0, 1] with 1 = no
-    failure; the weighted overall WO = (w_tec TEC + w_iec IEC + w_kir KIR) / (w_tec + w_iec + w_kir); the ego
-    ADE / FDE and the other vehicles' position error vs the ground truth."""
-    ex = existence_events(gen, cfg)
-    it = interaction_events(gen, cfg)
-    kr = kinematic_response(gen, truth, actions, cfg)
-    sw = swap_events(gen, cfg, ex).sum(1)  # (B,)
-    T = gen.others.shape[1]
-    n_cars = (~np.isnan(gen.others[:, :-1, :, 0])).sum((1, 2))  # car-frames that could vanish (B,)
-    vanish, popup = ex["vanish"].sum((1, 2)), ex["popup"].sum((1, 2))
-    pairs = it["pair"].sum((1, 2, 3))
-    fails = (it["merge"] | it["eat_up"]).sum((1, 2, 3)) + sw
-    cmds = kr["command"].sum(1)
-    oe = others_error(gen, truth, cfg)
-    eg = ego_errors(gen, truth, cfg)
-    # an empty world has no existence events: TEC and KIR are scaled by the share of cars / ego frames present
-    tec = (1 - (vanish + popup) / np.maximum(2 * n_cars, 1)) * (1 - oe["others_unmatched"])
-    iec = np.clip(np.where(pairs + sw > 0, 1 - fails / np.maximum(pairs + sw, 1), 1.0), 0, 1)
-    kir = np.where(cmds > 0, kr["success"].sum(1) / np.maximum(cmds, 1), 1.0) * (1 - eg["ego_missing"] / T)
-    wo = (cfg.w_tec * tec + cfg.w_iec * iec + cfg.w_kir * kir) / (cfg.w_tec + cfg.w_iec + cfg.w_kir)
-    per100 = 100.0 / max(T - 1, 1)
-    return {"vanish_per_100": vanish * per100, "popup_per_100": popup * per100,
-            "merge_per_100": it["merge"].sum((1, 2, 3)) * per100,
-            "eat_up_per_100": it["eat_up"].sum((1, 2, 3)) * per100, "swap_per_100": sw * per100,
-            "close_pairs": pairs, "lane_commands": cmds, "lane_success": kr["success"].sum(1),
-            "lane_stuck": kr["stuck"].sum(1), "tec": tec, "iec": iec, "kir": kir, "wo": wo,
-            **eg, **oe}
+    """Per-window (B,) event rates per 100 frames and scores in [0, 1] (1 = no failure):
+    TEC = 1 - (vanish + popup + ego_vanish + missing + extra car-frames) / (2 true car-frames);
+    IEC = 1 - (merges + swaps) / (close encounters of true cars, at least the failures; 1 without any);
+    KIR = answered commands / (judged commands + unrequested lane changes + misplaced egos), NaN without any;
+    WO = the weighted mean of the three (of TEC and IEC where KIR is NaN). Plus lane latency / timing error
+    (frames), ego presence and the matched cars' position error (px)."""
+    a = _check(generated, truth, actions)
+    g, t = _scene(generated, cfg), _scene(truth, cfg)
+    B, T = g.lateral.shape
+    rows = []
+    for b in range(B):
+        ev, c = _window(g, t, a, b, cfg)
+        n = {k: sum(e["type"] == k for e in ev) for k in EVENT_TYPES}
+        cov, lane, speed = c["coverage"], c["lane"], c["speed"]
+        lost = n["vanish"] + n["popup"] + n["ego_vanish"] + cov["missing"] + cov["extra"]
+        tec = 1 - lost / max(2 * cov["n_true"], 1)
+        fails = n["merge"] + n["swap"]
+        iec = 1 - fails / max(c["encounters"], fails, 1)
+        judged = lane["commands"] + speed["commands"] + n["lane_unrequested"] + n["ego_misplaced"]
+        kir = (lane["answered"] + speed["answered"]) / judged if judged else np.nan
+        w = np.array([cfg.w_tec, cfg.w_iec, cfg.w_kir * (judged > 0)])
+        row = {f"{k}_per_100": n[k] * 100.0 / max(T - 1, 1) for k in EVENT_TYPES}
+        row.update(tec=float(np.clip(tec, 0, 1)), iec=iec, kir=kir,
+                   wo=float(w @ np.nan_to_num([np.clip(tec, 0, 1), iec, kir]) / w.sum()),
+                   lane_commands=lane["commands"], lane_answered=lane["answered"], lane_stuck=n["lane_stuck"],
+                   lane_wrong=n["lane_wrong"], lane_unrequested=n["lane_unrequested"],
+                   lane_completed=lane["completed"], speed_commands=speed["commands"],
+                   speed_answered=speed["answered"], ego_misplaced=n["ego_misplaced"], close_encounters=c["encounters"],
+                   lane_latency=np.mean(lane["latency"]) if lane["latency"] else np.nan,
+                   lane_timing_error=np.mean(np.abs(lane["timing"])) if lane["timing"] else np.nan,
+                   missing_rate=cov["missing"] / max(cov["n_true"], 1), others_recall=cov["recall"],
+                   extra_rate=cov["extra"] / max(cov["n_true"], 1),
+                   ego_presence=float(np.mean(~np.isnan(g.obj.ego[b, :, 0]))), others_error_px=cov["err"])
+        rows.append(row)
+    return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]}
