@@ -4,20 +4,18 @@ claims checked against them (PIWM arXiv 2509.12437, Sec. 1 and 4)."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from . import physics as P
-from .edm import Denoiser
 from .metrics import bootstrap_ci
 from .sweep import SweepConfig, plan
-from .worldmodel import WorldModelConfig, WorldModelEnv, rollout
 
-FAILURES = ["vanish_per_100", "popup_per_100", "merge_per_100", "eat_up_per_100", "swap_per_100"]
+FAILURES = ["vanish_per_100", "popup_per_100", "merge_per_100", "swap_per_100", "ego_vanish_per_100"]
 SCORES = ["wo", "tec", "iec", "kir"]
+COUNTS = ["others_recall", "ego_presence", "lane_commands", "lane_answered", "lane_stuck", "lane_unrequested",
+          "speed_commands", "speed_answered"]
 
 
 def load_metrics(cfg: SweepConfig) -> dict[tuple[str, str, str], dict]:
@@ -31,8 +29,8 @@ def load_metrics(cfg: SweepConfig) -> dict[tuple[str, str, str], dict]:
 
 
 def table(cfg: SweepConfig) -> pd.DataFrame:
-    """One row per grid point: parameters, WO/TEC/IEC/KIR and failure rates (mean, 95% interval over windows),
-    lane stuck, PSNR, SSIM, FID, FVD and generation frames/s; points without a finished evaluation have NaNs."""
+    """One row per grid point: parameters, WO/TEC/IEC/KIR, failure rates and the command counts (mean, 95% interval
+    over windows), PSNR, SSIM, FID, FVD and generation frames/s; points without a finished evaluation have NaNs."""
     got, rows = load_metrics(cfg), []
     for c in plan(cfg):
         if c.kind != "evaluate":
@@ -44,7 +42,7 @@ def table(cfg: SweepConfig) -> pd.DataFrame:
             ph, s = m["physics"][key[2]], key[2]
             row["params_M"] = (m["dynamics_params"] + m["upsampler_params"]) / 1e6
             row["windows"] = m["windows"]
-            for k in SCORES + FAILURES + ["lane_stuck", "lane_commands"]:
+            for k in SCORES + FAILURES + COUNTS:
                 row[k], row[f"{k}_lo"], row[f"{k}_hi"] = ph[k]
             for k in ("psnr", "ssim"):
                 row[k], row[f"{k}_lo"], row[f"{k}_hi"] = m[k][s]
@@ -156,13 +154,14 @@ def _compare(cl: Claim, ka: tuple, kb: tuple, a: dict, b: dict, n_boot: int, see
         out.update(a_mean=va, b_mean=vb, diff=va - vb, lo=np.nan, hi=np.nan, relative=va / vb - 1 if vb else np.nan,
                    verdict=("supported" if better else "contradicted") + " (one number per run, no interval)")
         return out
-    va, vb = per_window(a, ka[2], cl.metric).mean(), per_window(b, kb[2], cl.metric).mean()
+    va, vb = np.nanmean(per_window(a, ka[2], cl.metric)), np.nanmean(per_window(b, kb[2], cl.metric))
     d, lo, hi = paired_difference(a, b, ka[2], kb[2], cl.metric, n_boot, seed)
     sign = 1 if cl.higher else -1
     verdict = "supported" if sign * lo > 0 and sign * hi > 0 else \
         "contradicted" if sign * lo < 0 and sign * hi < 0 else "inconclusive (the interval holds 0)"
-    if not (per_window(a, ka[2], "tec").any() or per_window(b, kb[2], "tec").any()):  # TEC is 0 without matched cars
-        verdict = "not measurable: neither cell draws a car the detector matches to a real one (TEC 0)"
+    if not (np.nan_to_num(per_window(a, ka[2], "others_recall")).any()
+            or np.nan_to_num(per_window(b, kb[2], "others_recall")).any()):
+        verdict = "not measurable: neither cell draws a car the detector matches to a real one"
     out.update(a_mean=va, b_mean=vb, diff=d, lo=lo, hi=hi, relative=va / vb - 1 if vb else np.nan, verdict=verdict)
     return out
 
@@ -175,19 +174,3 @@ def paragraph(row: pd.Series) -> str:
     relative = f", relative {100 * row['relative']:+.1f}%" if np.isfinite(row["relative"]) else ""
     return (f"**{row['paper']}**: {row['metric']} {row['a_mean']:.3f} for {row['a']} vs {row['b_mean']:.3f} for "
             f"{row['b']}, difference {row['diff']:+.3f}{interval}{relative}: *{row['verdict']}*.")
-
-
-def evaluate_config(dyn: Denoiser, up: Denoiser, wm: WorldModelConfig, windows: dict, seed: int = 0, batch: int = 8,
-                    pcfg: P.PhysicsConfig = P.PhysicsConfig()) -> dict[str, np.ndarray]:
-    """Open-loop rollouts of one world-model setting on test windows (from dataset.test_windows) scored against the
-    truth: per-window physics scores (N,) and 'fps' (PIWM Sec. 4 protocol with our objective proxies)."""
-    t0 = time.perf_counter()
-    states = windows["states"] if wm.mask.kind == "gt" else None  # a GT mask is an oracle from the logged states
-    low, full = rollout(WorldModelEnv(dyn, up, wm, seed=seed), windows["lowres"], windows["frames"],
-                        windows["actions"], batch=batch, states=states)  # (N, H, ...) generated frames
-    fps = low.shape[0] * low.shape[1] / (time.perf_counter() - t0)
-    ctx = windows["lowres"].shape[1] - low.shape[1]  # context frames at the start of each window
-    truth = windows["frames"][:, ctx:]  # (N, H, 150, 600, 3)
-    s = P.scores(P.find_objects(full), P.find_objects(truth), windows["actions"][:, ctx:], pcfg)
-    return {**s, "fps": np.float64(fps)}
-

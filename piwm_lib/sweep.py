@@ -124,7 +124,8 @@ def plan(cfg: SweepConfig) -> list[Cell]:
         cells.append(Cell("train", run, params, labels={"model": model, "mask": mask}))
     for model, mask, start in pts:
         train_run, up_run = run_of[model, mask], owner.get(UPSAMPLER_OF[model], run_of[model, mask])
-        params = {**cfg.evaluate, "RUN_NAME": f"{cfg.name}-{model}-{mask}-{start}", "DATA_DIR": cfg.data_dir,
+        params = {"PLANT_SEEDS": 0, **cfg.evaluate,  # planted clips test the metrics, not the model: skipped here
+                  "RUN_NAME": f"{cfg.name}-{model}-{mask}-{start}", "DATA_DIR": cfg.data_dir,
                   "SEED": cfg.seed, "MODEL_RUN": train_run, "UPSAMPLER_RUN": "" if up_run == train_run else up_run,
                   "STARTS": [start], "FALLBACK_STEPS": 0, "OVERWRITE": False}
         needs = tuple(dict.fromkeys([train_run, up_run]))
