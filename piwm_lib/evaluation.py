@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from . import egomotion as E
 from . import physics as P
+from .dataset import Dataset
 from .edm import Denoiser
 from .masks import MaskConfig
 from .metrics import bootstrap_ci
@@ -114,3 +118,17 @@ def record(evaluation: Evaluation, n_boot: int = 2000, seed: int = 0) -> dict:
                                           for k, v in e.events.items()},
         "generation_fps": e.fps,
     }
+
+
+def road_agreement(root: str | Path, chunk: int = 256, progress: bool = True) -> pd.DataFrame:
+    """The road reading (egomotion.py) of every recorded episode against its simulator states: one row per episode of
+    egomotion.against_states, read `chunk` frames at a time (never a whole episode of pixels in memory)."""
+    ds, rows = Dataset(root), []
+    for r in tqdm(ds.episodes(), desc="road vs states", unit="episode", disable=not progress):
+        with ds.open(r) as ep:
+            n = int(r["frames"])
+            parts = [E.read_road(ep.read("frames", s, min(s + chunk, n))) for s in range(0, n, chunk)]
+            road = E.Road(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("top", "fit", "phase", "strength")))
+            rows.append({"episode": r["episode"], "frames": n,
+                         **E.against_states(road, ep.read("states"), ep.read("actions"))})
+    return pd.DataFrame(rows).set_index("episode")

@@ -192,16 +192,16 @@ def _encounters(truth: Scene, b: int, cfg: PhysicsConfig) -> int:
 
 
 def _coverage(gen: Scene, truth: Scene, slot: np.ndarray, b: int, cfg: PhysicsConfig) -> dict[str, float]:
-    """Car-frames of window b away from the borders: true ones (others + ego), missing from the generated frames,
+    """Car-frames of window b's generated frames (1..T-1) away from the borders: true ones (others + ego), missing from the generated frames,
     extra in them (no true counterpart); the share of true other cars matched (recall) and the mean distance of
     matched cars (px)."""
     W = truth.obj.width
     inside = lambda xy: (xy[..., 0] > cfg.border_px) & (xy[..., 0] < W - cfg.border_px)  # noqa: E731
-    t_xy, g_xy = truth.obj.others[b], gen.obj.others[b]  # (T, L, 2), (T, K, 2)
+    t_xy, g_xy, slot = truth.obj.others[b, 1:], gen.obj.others[b, 1:], slot[1:]  # (T-1, L, 2), (T-1, K, 2): frame 0 is real
     matched_truth = np.zeros(t_xy.shape[:2], bool)
     for t, k in zip(*np.nonzero(slot >= 0)):
         matched_truth[t, slot[t, k]] = True
-    ego_t, ego_g = ~np.isnan(truth.obj.ego[b, :, 0]), ~np.isnan(gen.obj.ego[b, :, 0])
+    ego_t, ego_g = ~np.isnan(truth.obj.ego[b, 1:, 0]), ~np.isnan(gen.obj.ego[b, 1:, 0])
     n_true, n_cars = int(inside(t_xy).sum() + ego_t.sum()), int(inside(t_xy).sum())
     missing = int((inside(t_xy) & ~matched_truth).sum() + (ego_t & ~ego_g).sum())
     extra = int((inside(g_xy) & (slot < 0)).sum())
@@ -364,6 +364,6 @@ def scores(generated: np.ndarray | Scene, truth: np.ndarray | Scene, actions: np
                    lane_timing_error=np.mean(np.abs(lane["timing"])) if lane["timing"] else np.nan,
                    missing_rate=cov["missing"] / max(cov["n_true"], 1), others_recall=cov["recall"],
                    extra_rate=cov["extra"] / max(cov["n_true"], 1),
-                   ego_presence=float(np.mean(~np.isnan(g.obj.ego[b, :, 0]))), others_error_px=cov["err"])
+                   ego_presence=float(np.mean(~np.isnan(g.obj.ego[b, 1:, 0]))), others_error_px=cov["err"])
         rows.append(row)
     return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]}

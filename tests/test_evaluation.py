@@ -54,3 +54,15 @@ def test_windows_too_short_to_generate_are_refused(small_dataset):
     w = windows_of(small_dataset, 4, 2)
     with pytest.raises(ValueError, match="leave nothing to generate"):
         EV.evaluate(dyn, up, {"cold": EV.start_config("cold", MaskConfig(kind="soft"))}, w)
+
+
+def test_road_agreement_reads_every_episode_against_its_states(small_dataset):
+    from piwm_lib.dataset import Dataset
+
+    table = EV.road_agreement(small_dataset, chunk=7, progress=False)  # chunks that split episodes mid-way
+    rows = Dataset(small_dataset).episodes()
+    assert list(table.index) == [r["episode"] for r in rows] and table["frames"].tolist() == [r["frames"] for r in rows]
+    assert (table["found"] <= table["lane_changes"]).all() and (table["speed_seen"] <= table["speed_commands"]).all()
+    assert (table["speed_mae"] < 0.5).all()  # the dashes' scroll reads the simulator's speed
+    whole = EV.road_agreement(small_dataset, chunk=10_000, progress=False)
+    assert table.equals(whole)  # chunking changes nothing
