@@ -74,6 +74,11 @@ class Road:
     phase: np.ndarray
     strength: np.ndarray
 
+    @staticmethod
+    def concat(parts: list[Road]) -> Road:
+        """The readings of consecutive chunks of frames as one (along the first axis)."""
+        return Road(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("top", "fit", "phase", "strength")))
+
 
 def _fit_top(marks: np.ndarray, cfg: RoadConfig) -> tuple[np.ndarray, np.ndarray]:
     """Top-edge row and fit (...) of lane-mark maps (..., H, W): least squares of the row profile against every

@@ -128,7 +128,7 @@ def road_agreement(root: str | Path, chunk: int = 256, progress: bool = True) ->
         with ds.open(r) as ep:
             n = int(r["frames"])
             parts = [E.read_road(ep.read("frames", s, min(s + chunk, n))) for s in range(0, n, chunk)]
-            road = E.Road(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("top", "fit", "phase", "strength")))
+            road = E.Road.concat(parts)
             rows.append({"episode": r["episode"], "frames": n,
                          **E.against_states(road, ep.read("states"), ep.read("actions"))})
     return pd.DataFrame(rows).set_index("episode")

@@ -192,12 +192,12 @@ def _encounters(truth: Scene, b: int, cfg: PhysicsConfig) -> int:
 
 
 def _coverage(gen: Scene, truth: Scene, slot: np.ndarray, b: int, cfg: PhysicsConfig) -> dict[str, float]:
-    """Car-frames of window b's generated frames (1..T-1) away from the borders: true ones (others + ego), missing from the generated frames,
-    extra in them (no true counterpart); the share of true other cars matched (recall) and the mean distance of
-    matched cars (px)."""
+    """Car-frames of window b's generated frames (1..T-1) away from the borders: true ones (others + ego), missing
+    from the generated frames, extra in them (no true counterpart); the share of true other cars matched (recall)
+    and the mean distance of matched cars (px)."""
     W = truth.obj.width
     inside = lambda xy: (xy[..., 0] > cfg.border_px) & (xy[..., 0] < W - cfg.border_px)  # noqa: E731
-    t_xy, g_xy, slot = truth.obj.others[b, 1:], gen.obj.others[b, 1:], slot[1:]  # (T-1, L, 2), (T-1, K, 2): frame 0 is real
+    t_xy, g_xy, slot = truth.obj.others[b, 1:], gen.obj.others[b, 1:], slot[1:]  # (T-1, L|K, 2): frame 0 is real
     matched_truth = np.zeros(t_xy.shape[:2], bool)
     for t, k in zip(*np.nonzero(slot >= 0)):
         matched_truth[t, slot[t, k]] = True

@@ -89,9 +89,9 @@ def test_an_extra_car_costs_as_much_as_a_missing_one():
     missing = scene([cars[:3]] * 4)
     extra = scene([cars + [[320, 118]]] * 4)
     s_missing, s_extra = P.scores(missing, truth, idle(4)), P.scores(extra, truth, idle(4))
-    n_true = 4 * 4 + 4  # cars and the ego
-    assert s_missing["tec"][0] == pytest.approx(1 - 4 / (2 * n_true)) == s_extra["tec"][0]
-    assert s_missing["missing_rate"][0] == s_extra["extra_rate"][0] == pytest.approx(4 / n_true)
+    n_true = 4 * 3 + 3  # the cars and the ego in generated frames 1-3 (frame 0 is the real one)
+    assert s_missing["tec"][0] == pytest.approx(1 - 3 / (2 * n_true)) == s_extra["tec"][0]
+    assert s_missing["missing_rate"][0] == s_extra["extra_rate"][0] == pytest.approx(3 / n_true)
     assert len(P.events(missing, truth, idle(4))) == len(P.events(extra, truth, idle(4))) == 0
 
 
@@ -233,3 +233,21 @@ def test_bad_shapes_are_named():
         P.scores(s, s, np.ones((1, 2), int))
     with pytest.raises(ValueError, match="same B, T"):
         P.scores(s, scene([[]] * 5), idle(5))
+
+
+def test_weighted_overall_score_and_position_error():
+    cars = [[100, 30], [250, 52]]
+    truth = scene([cars] * 4)
+    gen = scene([cars] + [[[103, 34], [250, 52]]] * 3)  # the first car 5 px off (3, 4) in every generated frame
+    acts = idle(4)
+    acts[0, 1] = FASTER  # the truth's speed does not change: the command is not judged
+    s = P.scores(gen, truth, acts, P.PhysicsConfig(w_tec=2, w_iec=1, w_kir=5))
+    assert s["others_error_px"][0] == pytest.approx(2.5) and s["others_recall"][0] == 1  # (5 + 0) / 2, within 10 px
+    assert s["tec"][0] == 1 and s["iec"][0] == 1 and np.isnan(s["kir"][0])
+    assert s["wo"][0] == pytest.approx(1.0)  # KIR undefined: WO over TEC and IEC only
+    acts = idle(12)
+    acts[0, 2] = LEFT
+    stuck = P.scores(scene([[]] * 12, lateral=[55] * 12), scene([[]] * 12, lateral=TRUTH_LEFT), acts,
+                     P.PhysicsConfig(w_tec=2, w_iec=1, w_kir=5))  # the road never shifts: KIR 0
+    assert stuck["kir"][0] == 0 and stuck["wo"][0] == pytest.approx((2 * 1 + 1 * 1 + 5 * 0) / 8)
+
