@@ -26,10 +26,12 @@ class EDMConfig:
     p_std: float = 1.2  # training: std of ln sigma
     sigma_min: float = 0.002  # training: ln-normal sigma clipped below at this
     sigma_max: float = 20.0  # training: ln-normal sigma clipped above at this
-    ctx_p_mean: float = -3.0  # context augmentation: mean of ln sigma_ctx (not published; DIAMOND-like small noise)
-    ctx_p_std: float = 0.5  # context augmentation: std of ln sigma_ctx (not published)
-    ctx_sigma_max: float = 1.0  # context augmentation: sigma_ctx clipped above at this
-    ctx_augment: bool = True  # training: add per-pixel Gaussian noise of level sigma_ctx to the context frames
+    ctx_augment: bool = True  # training: noise the context frames (DIAMOND's noise_previous_obs; its upsampler: off)
+    ctx_p_mean: float = -1.2  # context augmentation: mean of ln sigma_ctx (DIAMOND: the target's distribution)
+    ctx_p_std: float = 1.2  # context augmentation: std of ln sigma_ctx (DIAMOND: the target's distribution)
+    ctx_sigma_min: float = 0.002  # context augmentation: sigma_ctx clipped below at this (DIAMOND: sigma_min)
+    ctx_sigma_max: float = 20.0  # context augmentation: sigma_ctx clipped above at this (DIAMOND: sigma_max)
+    ctx_offset: float = 0.1  # context augmentation: offset noise per image and channel (DIAMOND: sigma_offset)
     ctx_sigma_floor: float = 0.002  # c_noise_ctx = ln(max(sigma_ctx, this)) / 4, so clean context (0) stays finite
 
     def __post_init__(self) -> None:
@@ -84,16 +86,19 @@ def add_noise(x0: torch.Tensor, sigma: torch.Tensor, cfg: EDMConfig,
 
 def augment_context(context: torch.Tensor, cfg: EDMConfig,
                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Context noise augmentation (DIAMOND): (B, ...) -> (noisy context, sigma_ctx (B,)), per-pixel Gaussian.
+    """Context noise augmentation (DIAMOND csgo's noise_previous_obs): (B, K, C, H, W) -> (noisy, sigma_ctx (B,)).
 
-    ln sigma_ctx ~ N(ctx_p_mean, ctx_p_std^2), clipped above at ctx_sigma_max; no offset noise.
+    ln sigma_ctx ~ N(ctx_p_mean, ctx_p_std^2) clipped to [ctx_sigma_min, ctx_sigma_max]; per-pixel noise of that std
+    plus offset noise of std ctx_offset per context frame and channel, as the target's noise.
     """
     B = context.shape[0]
     z = _randn((B,), generator, context.device)
-    sigma_ctx = (cfg.ctx_p_mean + cfg.ctx_p_std * z).exp().clamp(max=cfg.ctx_sigma_max)  # (B,)
+    sigma_ctx = (cfg.ctx_p_mean + cfg.ctx_p_std * z).exp().clamp(cfg.ctx_sigma_min, cfg.ctx_sigma_max)  # (B,)
     eps = _randn(tuple(context.shape), generator, context.device, context.dtype)
+    lead = context.shape[:-2]  # (B, K, C) or (B, K*C)
+    eps_c = _randn(tuple(lead), generator, context.device, context.dtype)[..., None, None]  # (B, ..., 1, 1)
     scale = sigma_ctx.view(-1, *[1] * (context.dim() - 1)).to(context.dtype)  # (B, 1, ...)
-    return context + scale * eps, sigma_ctx
+    return context + scale * eps + cfg.ctx_offset * eps_c, sigma_ctx
 
 
 class Denoiser(nn.Module):

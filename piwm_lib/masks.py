@@ -13,6 +13,10 @@ from .bev import STATE_FIELDS
 
 KINDS = ("soft", "hard", "gt", "none")
 MODES = ("train", "infer")
+# Soft Mask weights during training: the paper's text (1.0 / 0.8) or the released configuration (0.55 / 0.45, the
+# inference weights); gain 1.0 in both
+TRAIN_WEIGHTS = {"paper": {"train_w_surr": 1.0, "train_w_ego": 0.8},
+                 "released": {"train_w_surr": 0.55, "train_w_ego": 0.45}}
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class MaskConfig:
     infer_w_surr: float = 0.55  # inference: weight of other-vehicle pixels
     infer_w_ego: float = 0.45  # inference: weight of the ego Gaussian
     infer_gain: float = 0.45  # inference: factor applied after the resize
-    dropout: float = 0.3  # training: probability that one sample's whole mask is zeroed
+    dropout: float = 0.3  # training: probability that the whole mask channel is zeroed (PIWM)
+    dropout_per: str = "batch"  # one coin per "batch" (PIWM's text, DIAMOND csgo's code) or per "sample"
     grid: tuple[int, int] = (30, 120)  # (h, w) px, the dynamics model's grid
     car_length_px: float = 27.0  # GT: drawn car length, outline included (5 m at 5.5 px/m)
     car_width_px: float = 11.0  # GT: drawn car width, outline included (2 m)
@@ -44,6 +49,8 @@ class MaskConfig:
             raise ValueError(f"MaskConfig.kind must be one of {KINDS}, got {self.kind!r}")
         if not 0.0 <= self.dropout <= 1.0:
             raise ValueError(f"MaskConfig.dropout must be in [0, 1], got {self.dropout}")
+        if self.dropout_per not in ("batch", "sample"):
+            raise ValueError(f"MaskConfig.dropout_per must be 'batch' or 'sample', got {self.dropout_per!r}")
 
 
 def weights(cfg: MaskConfig, mode: str) -> tuple[float, float, float]:
@@ -245,8 +252,12 @@ def make_mask(frames: np.ndarray | torch.Tensor, cfg: MaskConfig, mode: str = "t
     return torch.zeros(x.shape[0], *cfg.grid, device=x.device)
 
 
-def mask_dropout(masks: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero the whole mask of each batch element with probability p (PIWM Soft Mask, training); (B, ...) -> (B, ...)."""
+def mask_dropout(masks: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                 per: str = "batch") -> torch.Tensor:
+    """Zero the whole mask with probability p (PIWM Soft Mask, training): one coin for the batch (published) or one
+    per batch element (per="sample"); (B, ...) -> (B, ...)."""
     dev = generator.device if generator is not None else masks.device
-    keep = torch.rand(masks.shape[0], generator=generator, device=dev) >= p  # (B,)
-    return masks * keep.to(masks.device).view(-1, *([1] * (masks.dim() - 1))).to(masks.dtype)
+    n = 1 if per == "batch" else masks.shape[0]
+    keep = torch.rand(n, generator=generator, device=dev) >= p  # (1,) or (B,)
+    keep = keep.to(masks.device).expand(masks.shape[0])  # (B,)
+    return masks * keep.view(-1, *([1] * (masks.dim() - 1))).to(masks.dtype)

@@ -40,9 +40,16 @@ class SamplerConfig:
             raise ValueError(f"SamplerConfig needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
 
+# DIAMOND csgo's samplers: the dynamics model gets context noise s_cond 0.005 (its training saw noisy context); the
+# upsampler (trained on clean context) none, and stops at sigma 1 with churn. One step: [sigma_max, 0], so "fast"
+# costs one network call per model; the upsampler's churn lifts its first level to 5 (1 + 0.414).
+_DYN = dict(s_cond=0.005)
+_UP = dict(sigma_min=1.0, s_churn=10.0, s_tmin=1.0, s_tmax=5.0, s_noise=0.9)
 PRESETS = {  # (dynamics, upsampler) samplers of PIWM's two settings: 1 + 1 and 3 + 10 network calls per frame
-    "fast": (SamplerConfig(steps=1, order=1), SamplerConfig(steps=1, order=2)),  # Heun's correction skipped at 0
-    "quality": (SamplerConfig(steps=3, order=1), SamplerConfig(steps=10, order=1)),  # PIWM: 13 calls in all
+    "fast": (SamplerConfig(steps=1, order=1, **_DYN), SamplerConfig(steps=1, order=2, **_UP)),  # Heun skipped at 0
+    "quality": (SamplerConfig(steps=3, order=1, **_DYN), SamplerConfig(steps=10, order=1, **_UP)),  # 13 calls
+    # the samplers before the published recipe (no context noise, upsampler to 0.002 without churn): old checkpoints
+    "fast_plain": (SamplerConfig(steps=1, order=1), SamplerConfig(steps=1, order=2)),
 }
 
 

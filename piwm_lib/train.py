@@ -26,7 +26,7 @@ from .configs import from_dict, save_json, to_dict
 from .dataset import WindowDataset
 from .edm import Denoiser, EDMConfig, denoising_step
 from .frames import to_model, upsample
-from .masks import MaskConfig, gt_mask, make_mask, mask_dropout
+from .masks import KINDS, MaskConfig, gt_mask, make_mask, mask_dropout
 from .runs import resolve, resolve_device
 from .unet import UPSAMPLER_OF, preset
 
@@ -43,8 +43,9 @@ class TrainConfig:
     out_dir: str = "runs/03_train_edm/smoke/dynamics"  # checkpoints, log.csv, config.json
     stage: str = "dynamics"  # "dynamics" (30x120 world model) or "upsampler" (x5, 150x600)
     model: str = "tiny"  # size preset: tiny, course, 130M, 400M (the upsampler stage takes UPSAMPLER_OF[model])
-    mask: str = "soft"  # mask channel of the dynamics model: soft (paper), hard, gt, none
-    mask_dropout: float = 0.3  # probability that one sample's whole mask is zeroed (PIWM)
+    mask: MaskConfig = field(default_factory=MaskConfig)  # mask channel: kind soft (paper), hard, gt, none; its
+    # training weights, dropout and colour rule; saved with every checkpoint, the default of inference. A plain kind
+    # name ("soft") stands for MaskConfig(kind=...).
     loss_weighting: bool = False  # weight the per-pixel loss by 1 + mask (ablation; not the published loss)
     ar_steps: int = 5  # autoregressive targets per window (PIWM: 4 context + 5 targets)
     batch_size: int = 8  # windows per process per micro-batch
@@ -52,6 +53,7 @@ class TrainConfig:
     steps: int = 100  # optimizer steps in total (a resumed run continues up to this)
     lr: float = 1e-4  # AdamW learning rate (PIWM: 5e-5 to 1e-4)
     weight_decay: float = 1e-2  # AdamW weight decay (PIWM)
+    decay_weights_only: bool = True  # decay only Linear/Conv weights, not biases, norms, embeddings (DIAMOND csgo)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (torch default; not published)
     adam_eps: float = 1e-8  # AdamW epsilon (torch default)
     warmup_steps: int = 100  # linear learning-rate warm-up, optimizer steps (PIWM)
@@ -67,10 +69,16 @@ class TrainConfig:
     device: str = "auto"  # auto -> CUDA when available; cpu forces CPU
     progress: bool = True  # tqdm bar on the main process
     edm: EDMConfig = field(default_factory=EDMConfig)  # preconditioning and noise (edm.py)
+    upsampler_ctx_noise: bool = False  # the upsampler stage noises its context too (DIAMOND csgo: it does not)
 
     def __post_init__(self) -> None:
-        checks = {"stage": (self.stage, STAGES), "mixed_precision": (self.mixed_precision, PRECISIONS),
-                  "mask": (self.mask, ("soft", "hard", "gt", "none"))}
+        if isinstance(self.mask, str):
+            if self.mask not in KINDS:
+                raise ValueError(f"TrainConfig.mask must be a MaskConfig or one of {KINDS}, got {self.mask!r}")
+            object.__setattr__(self, "mask", MaskConfig(kind=self.mask))
+        if not isinstance(self.mask, MaskConfig):
+            raise ValueError(f"TrainConfig.mask must be a MaskConfig or a kind name, got {self.mask!r}")
+        checks = {"stage": (self.stage, STAGES), "mixed_precision": (self.mixed_precision, PRECISIONS)}
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
@@ -80,22 +88,40 @@ class TrainConfig:
         for name in ("ar_steps", "batch_size", "grad_accum", "steps", "ckpt_every", "keep_ckpts", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.mask_dropout <= 1.0:
-            raise ValueError(f"TrainConfig.mask_dropout must be in [0, 1], got {self.mask_dropout}")
 
     @property
     def unet(self):
         """The UNetConfig this stage trains (a dynamics model without a mask has no mask channel, as DIAMOND)."""
         if self.stage == "upsampler":
             return preset(UPSAMPLER_OF[self.model])
-        return replace(preset(self.model), use_mask=self.mask != "none")
+        return replace(preset(self.model), use_mask=self.mask.kind != "none")
+
+    @property
+    def denoiser_edm(self) -> EDMConfig:
+        """The EDMConfig of this stage's denoiser: the upsampler trains on clean context unless told otherwise."""
+        if self.stage == "upsampler" and not self.upsampler_ctx_noise:
+            return replace(self.edm, ctx_augment=False)
+        return self.edm
+
+
+# configs saved before the published recipe (fields they lack -> the behaviour they were trained with)
+LEGACY_TRAIN = {"decay_weights_only": False, "upsampler_ctx_noise": True}
+LEGACY_MASK = {"dropout_per": "sample"}
+LEGACY_UNET = {"action_before_mlp": False}
 
 
 def config_from_dict(data: dict) -> TrainConfig:
-    """TrainConfig from a plain dict (JSON/YAML), with its nested EDMConfig; unknown keys raise naming them."""
+    """TrainConfig from a plain dict (JSON/YAML), with its nested EDMConfig and MaskConfig (or a mask kind name);
+    unknown keys raise naming them. A config saved before the published recipe (a mask kind and mask_dropout at the
+    top level) loads with the settings it was trained with."""
     data = dict(data)
     edm = from_dict(EDMConfig, data.pop("edm", {}) or {})
-    return replace(from_dict(TrainConfig, data), edm=edm)
+    mask = data.pop("mask", "soft")
+    if "mask_dropout" in data:  # saved before MaskConfig was nested
+        mask = {"kind": mask, "dropout": data.pop("mask_dropout"), **LEGACY_MASK}
+        data = {**LEGACY_TRAIN, **data}
+    mask = MaskConfig(kind=mask) if isinstance(mask, str) else from_dict(MaskConfig, mask)
+    return replace(from_dict(TrainConfig, data), edm=edm, mask=mask)
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -125,9 +151,9 @@ def windows(cfg: TrainConfig, split: str = "train") -> WindowDataset:
         return WindowDataset(root, split, 2, "frames", extra={"lowres": ("lowres", 1, 2)})
     k = cfg.unet.n_context
     extra = {}
-    if cfg.mask in ("soft", "hard"):
+    if cfg.mask.kind in ("soft", "hard"):
         extra["mask_src"] = ("frames", k - 1, k - 1 + cfg.ar_steps)
-    elif cfg.mask == "gt":
+    elif cfg.mask.kind == "gt":
         extra["mask_src"] = ("states", k - 1, k - 1 + cfg.ar_steps)
     return WindowDataset(root, split, k + cfg.ar_steps, "lowres", extra=extra)
 
@@ -172,18 +198,19 @@ def generator(cfg: TrainConfig, micro: int, rank: int, device: torch.device) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------- losses
-def window_masks(src: torch.Tensor | None, kind: str, mode: str = "train") -> torch.Tensor | None:
+def window_masks(src: torch.Tensor | None, mask: MaskConfig | str, mode: str = "train") -> torch.Tensor | None:
     """The mask channel of every target of a batch of windows (PIWM Soft Mask; hard/gt ablations), None for 'none'.
 
     src: (B, T, H, W, 3) uint8 full-res frames (soft, hard) or (B, T, N, F) states (gt) -> (B, T, h, w) float.
+    mask: the training run's MaskConfig (its weights of `mode`), or a kind name for the default settings.
     """
-    if kind == "none":
+    cfg = MaskConfig(kind=mask) if isinstance(mask, str) else mask
+    if cfg.kind == "none":
         return None
     if src is None:
-        raise ValueError(f"mask {kind!r} needs the mask sources of each window (windows() provides them)")
-    cfg = MaskConfig(kind=kind)
+        raise ValueError(f"mask {cfg.kind!r} needs the mask sources of each window (windows() provides them)")
     flat = src.flatten(0, 1)  # (B*T, ...)
-    masks = gt_mask(flat, cfg, mode) if kind == "gt" else make_mask(flat, cfg, mode)  # (B*T, h, w)
+    masks = gt_mask(flat, cfg, mode) if cfg.kind == "gt" else make_mask(flat, cfg, mode)  # (B*T, h, w)
     return masks.view(*src.shape[:2], *masks.shape[-2:])
 
 
@@ -202,7 +229,7 @@ def dynamics_loss(model: Denoiser, batch: dict, cfg: TrainConfig, g: torch.Gener
     for t in range(T):
         mask = None
         if masks is not None:
-            mask = mask_dropout(masks[:, t], cfg.mask_dropout, g)  # (B, h, w)
+            mask = mask_dropout(masks[:, t], cfg.mask.dropout, g, cfg.mask.dropout_per)  # (B, h, w)
         weight = (1.0 + masks[:, t]) if (cfg.loss_weighting and masks is not None) else None
         loss, denoised = denoising_step(model, x[:, k + t], ctx, batch["actions"][:, t:t + k], mask, g, weight=weight)
         if backward is not None:
@@ -234,6 +261,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------- state
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: weight decay on Linear/Conv weights only (DIAMOND csgo, after minGPT), or on every parameter."""
+    if not cfg.decay_weights_only:
+        return [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay}]
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    params = list(model.parameters())
+    return [{"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+
+
 def lr_lambda(warmup: int) -> Callable[[int], float]:
     """Linear warm-up over `warmup` optimizer steps, then constant (DIAMOND)."""
     return lambda s: min(1.0, (s + 1) / max(warmup, 1))
@@ -286,7 +323,7 @@ def save_checkpoint(out: Path, step: int, model: torch.nn.Module, ema: torch.nn.
     state = {"step": step, "world_size": world_size, "model": model.state_dict(), "ema": ema.state_dict(),
              "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-             "rng": rng_state(), "config": to_dict(cfg), "unet": to_dict(cfg.unet), "edm": to_dict(cfg.edm)}
+             "rng": rng_state(), "config": to_dict(cfg), "unet": to_dict(cfg.unet), "edm": to_dict(cfg.denoiser_edm)}
     path = out / ckpt_name(step)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -309,7 +346,8 @@ def load_denoiser(path: str | Path, ema: bool = True, device: str | torch.device
         raise FileNotFoundError(f"checkpoint {path} not found")
     state = torch.load(path, map_location="cpu", weights_only=False)
     from .unet import UNetConfig
-    model = Denoiser(from_dict(UNetConfig, state["unet"]), from_dict(EDMConfig, state["edm"]))
+    unet = state["unet"] if "mask_dropout" not in state["config"] else {**LEGACY_UNET, **state["unet"]}
+    model = Denoiser(from_dict(UNetConfig, unet), from_dict(EDMConfig, state["edm"]))
     model.load_state_dict(state["ema" if ema else "model"])
     return model.to(device).eval()
 
@@ -360,11 +398,10 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
     out = resolve(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # initial weights: the same on every rank
-    model = Denoiser(cfg.unet, cfg.edm)
-    ema = Denoiser(cfg.unet, cfg.edm).requires_grad_(False)
+    model = Denoiser(cfg.unet, cfg.denoiser_edm)
+    ema = Denoiser(cfg.unet, cfg.denoiser_edm).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps))
     step = 0
     ckpt = latest_checkpoint(out)

@@ -28,6 +28,7 @@ class UNetConfig:
     fourier_std: float = 1.0  # std of those frequencies, in cycles per unit of c_noise = ln(sigma~) / 4
     context_noise_cond: bool = True  # add Fourier features of the context frames' noise level c_noise_ctx (no params)
     n_actions: int = 5  # discrete actions (HighwayEnv DiscreteMetaAction); 0 = no action conditioning
+    action_before_mlp: bool = True  # actions embedded into the MLP's input (DIAMOND csgo); False: added after it
     n_context: int = 4  # context frames in the input (upsampler: 2 = previous full-res frame, bicubic upsample)
     use_mask: bool = True  # one mask channel between the context frames and the noisy target
     image_channels: int = 3  # channels of one frame (RGB)
@@ -157,8 +158,10 @@ class UNet(nn.Module):
         self.fourier_ctx = FourierFeatures(cfg.n_fourier, cfg.fourier_std, seed=1) if cfg.context_noise_cond else None
         self.noise_mlp = nn.Sequential(nn.Linear(cfg.n_fourier, cfg.cond_dim), nn.SiLU(),
                                        nn.Linear(cfg.cond_dim, cfg.cond_dim))
-        # one embedding per (context position, action): the sum keeps the order of the previous actions
-        self.action_emb = nn.Embedding(cfg.n_context * cfg.n_actions, cfg.cond_dim) if cfg.n_actions else None
+        # one embedding per (context position, action): the sum keeps the order of the previous actions; width of
+        # the MLP's input (DIAMOND: actions interact with the noise level inside the MLP) or of its output
+        emb_dim = cfg.n_fourier if cfg.action_before_mlp else cfg.cond_dim
+        self.action_emb = nn.Embedding(cfg.n_context * cfg.n_actions, emb_dim) if cfg.n_actions else None
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -191,19 +194,23 @@ class UNet(nn.Module):
 
     def condition(self, c_noise: torch.Tensor, actions: torch.Tensor | None = None,
                   c_noise_ctx: torch.Tensor | None = None) -> torch.Tensor:
-        """Conditioning (B, D) = MLP(Fourier(c_noise) [+ Fourier'(c_noise_ctx)]) + sum_k E[k, a_k], actions (B, K)."""
+        """Conditioning (B, D) = MLP(Fourier(c_noise) [+ Fourier'(c_noise_ctx)] + sum_k E[k, a_k]) (DIAMOND csgo);
+        with action_before_mlp False the action sum is added after the MLP instead. actions (B, K) long."""
         feats = self.fourier(c_noise)  # (B, n_fourier)
         if self.fourier_ctx is not None:
             if c_noise_ctx is None:
                 raise ValueError("this U-Net is conditioned on the context noise level: pass c_noise_ctx (B,)")
             feats = feats + self.fourier_ctx(c_noise_ctx)
-        cond = self.noise_mlp(feats)  # (B, D)
+        act = None
         if self.action_emb is not None:
             if actions is None:
                 raise ValueError("this U-Net is action-conditioned: pass actions (B, n_context) long")
             pos = torch.arange(actions.shape[1], device=actions.device) * self.cfg.n_actions  # (K,)
-            cond = cond + self.action_emb(actions.long() + pos[None]).sum(1)
-        return cond
+            act = self.action_emb(actions.long() + pos[None]).sum(1)  # (B, n_fourier) or (B, D)
+        if act is not None and self.cfg.action_before_mlp:
+            return self.noise_mlp(feats + act)  # (B, D)
+        cond = self.noise_mlp(feats)  # (B, D)
+        return cond if act is None else cond + act
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, actions: torch.Tensor | None = None,
                 c_noise_ctx: torch.Tensor | None = None) -> torch.Tensor:

@@ -152,17 +152,27 @@ def test_no_ego_gives_g_one_and_no_nan():
     assert torch.equal(empty.mask, torch.zeros(1, 30, 120)) and torch.isfinite(empty.sigma).all()
 
 
-def test_mask_dropout_zeroes_whole_masks_deterministically():
+def test_mask_dropout_per_sample_zeroes_whole_masks_deterministically():
     masks = torch.rand(2000, 30, 120, generator=torch.Generator().manual_seed(1)) + 0.1
-    out = M.mask_dropout(masks, 0.3, torch.Generator().manual_seed(0))
+    out = M.mask_dropout(masks, 0.3, torch.Generator().manual_seed(0), per="sample")
     zero = (out == 0).all(2).all(1)  # (B,)
     kept = (out == masks).all(2).all(1)
     assert bool((zero | kept).all())  # whole masks only
     assert abs(zero.float().mean().item() - 0.3) < 0.035  # 3.4 binomial sd at n = 2000
-    assert torch.equal(out, M.mask_dropout(masks, 0.3, torch.Generator().manual_seed(0)))
-    assert not torch.equal(out, M.mask_dropout(masks, 0.3, torch.Generator().manual_seed(1)))
-    assert torch.equal(M.mask_dropout(masks, 0.0, torch.Generator()), masks)
-    assert M.mask_dropout(masks, 1.0, torch.Generator()).abs().sum() == 0
+    assert torch.equal(out, M.mask_dropout(masks, 0.3, torch.Generator().manual_seed(0), per="sample"))
+    assert not torch.equal(out, M.mask_dropout(masks, 0.3, torch.Generator().manual_seed(1), per="sample"))
+    assert torch.equal(M.mask_dropout(masks, 0.0, torch.Generator(), per="sample"), masks)
+    assert M.mask_dropout(masks, 1.0, torch.Generator(), per="sample").abs().sum() == 0
+
+
+def test_mask_dropout_per_batch_is_one_coin_for_the_whole_batch():
+    masks = torch.rand(8, 30, 120, generator=torch.Generator().manual_seed(1)) + 0.1
+    outs = [M.mask_dropout(masks, 0.3, torch.Generator().manual_seed(s)) for s in range(400)]
+    dropped = [bool((o == 0).all()) for o in outs]
+    assert all(d or torch.equal(o, masks) for d, o in zip(dropped, outs))  # all eight zeroed, or none
+    assert abs(sum(dropped) / 400 - 0.3) < 0.08  # 3.5 binomial sd at n = 400
+    with pytest.raises(ValueError, match="dropout_per"):
+        M.MaskConfig(dropout_per="pixel")
 
 
 def test_gt_pixels_reproduce_the_renderer_geometry():
