@@ -33,12 +33,21 @@ class AgentConfig:
     safety_check: bool = True  # between plans, simulate IDLE ahead each frame and re-plan early if it crashes
     explore: float = 0.1  # probability of taking another near-best action (diversity of actions in the data)
     explore_margin: float = 0.05  # an action counts as near-best within this much of the best mean return
+    # targets that make the data teach actions (ours): every so many decisions MCTS gets a new random target lane
+    # (another lane) or target speed, and a reward for reaching it; it keeps planning for safety (0 = off)
+    lane_target_every: int = 0  # decisions between new target lanes
+    w_target_lane: float = 1.0  # reward weight of being in the target lane
+    speed_target_every: int = 0  # decisions between new target speeds
+    w_target_speed: float = 0.5  # reward weight of driving at the target speed
+    target_speeds: tuple[float, float] = (20.0, 30.0)  # m/s, range of target speeds (uniform)
 
     def __post_init__(self) -> None:
         if self.kind not in ("mcts", "idm", "random"):
             raise ValueError(f"AgentConfig.kind must be 'mcts', 'idm' or 'random', got {self.kind!r}")
         if self.budget < 1 or self.horizon < 1 or self.decision_frames < 1:
             raise ValueError("AgentConfig: budget, horizon and decision_frames must be >= 1")
+        if self.lane_target_every < 0 or self.speed_target_every < 0:
+            raise ValueError("AgentConfig: lane_target_every and speed_target_every must be >= 0 (0 = off)")
 
 
 class RandomAgent:
@@ -106,6 +115,8 @@ class MCTSAgent:
         self.frame = 0  # frames since the last plan
         self.plans = 0  # decisions made (for cost reporting)
         self.replans = 0  # early plans triggered by the safety check
+        self.target_lane: int | None = None  # lane the reward pulls towards (lane_target_every > 0)
+        self.target_speed: float | None = None  # speed the reward pulls towards (speed_target_every > 0)
 
     def act(self, u) -> int:
         """Plan every `decision_frames` frames, or at once when IDLE is foreseen to crash; else IDLE."""
@@ -123,6 +134,7 @@ class MCTSAgent:
     def plan(self, u) -> int:
         """Run `budget` UCT iterations from the current state and return the chosen action."""
         c = self.cfg
+        self._draw_targets(u)
         root_state = E.planning_copy(u, c.lookahead_behind_m, c.lookahead_ahead_m)
         root = _Node()
         for _ in range(c.budget):
@@ -134,6 +146,16 @@ class MCTSAgent:
             near = sorted(a for a, m in means.items() if m >= means[best] - c.explore_margin)
             best = int(self.rng.choice(near))
         return int(best)
+
+    def _draw_targets(self, u) -> None:
+        """New target lane (another lane than the ego's) / target speed every so many decisions."""
+        c = self.cfg
+        lanes = u.config["lanes_count"]
+        if c.lane_target_every and self.plans % c.lane_target_every == 0 and lanes > 1:
+            others = [k for k in range(lanes) if k != u.vehicle.lane_index[2]]
+            self.target_lane = int(self.rng.choice(others))
+        if c.speed_target_every and self.plans % c.speed_target_every == 0:
+            self.target_speed = float(self.rng.uniform(*c.target_speeds))
 
     def _iterate(self, root: _Node, sim) -> None:
         """One selection-expansion-rollout-backup pass; `sim` is a disposable planning copy."""
@@ -186,9 +208,16 @@ class MCTSAgent:
             return -1.0, True
         ego = sim.vehicle
         speed = float(np.clip((ego.speed * math.cos(ego.heading) - 20.0) / 10.0, 0.0, 1.0))
-        right = ego.lane_index[2] / max(sim.config["lanes_count"] - 1, 1)
+        lanes = sim.config["lanes_count"]
+        right = ego.lane_index[2] / max(lanes - 1, 1)
+        terms = [(c.w_speed, speed), (c.w_right, right)]
+        if self.target_lane is not None:
+            terms.append((c.w_target_lane, 1.0 - abs(ego.lane_index[2] - self.target_lane) / max(lanes - 1, 1)))
+        if self.target_speed is not None:
+            terms.append((c.w_target_speed, 1.0 - min(abs(ego.speed - self.target_speed) / 10.0, 1.0)))
         changed = float(ego.target_lane_index[2] != lane_before)
-        return (c.w_speed * speed + c.w_right * right) / (c.w_speed + c.w_right) + c.w_lane_change * changed, False
+        score = sum(w * v for w, v in terms) / sum(w for w, _ in terms)
+        return score + c.w_lane_change * changed, False
 
 
 def make_agent(cfg: AgentConfig, rng: np.random.Generator):

@@ -247,6 +247,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--budget", type=int, default=da.budget, help="MCTS iterations per decision")
     run.add_argument("--horizon", type=int, default=da.horizon, help="MCTS depth in decisions")
     run.add_argument("--decision-frames", type=int, default=da.decision_frames, help="frames between MCTS plans")
+    run.add_argument("--lane-target-every", type=int, default=da.lane_target_every,
+                     help="MCTS decisions between new random target lanes (0: off; lane changes in the data)")
+    run.add_argument("--speed-target-every", type=int, default=da.speed_target_every,
+                     help="MCTS decisions between new random target speeds (0: off; FASTER/SLOWER in the data)")
     run.add_argument("--per-rank-dirs", action="store_true", help="rank r writes to OUT/rank_r (merge them later)")
     run.add_argument("--no-progress", action="store_true")
     mg = sub.add_parser("merge", help="join dataset slices into one dataset and index")
@@ -261,7 +265,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def config_from_args(a: argparse.Namespace) -> CollectConfig:
     """CollectConfig from the `run` command-line arguments."""
     env = replace(E.EnvConfig(), episode_frames=a.frames, vehicles=a.vehicles, lanes=a.lanes, policy_hz=a.policy_hz)
-    agent = replace(AgentConfig(), kind=a.agent, budget=a.budget, horizon=a.horizon, decision_frames=a.decision_frames)
+    agent = replace(AgentConfig(), kind=a.agent, budget=a.budget, horizon=a.horizon, decision_frames=a.decision_frames,
+                    lane_target_every=a.lane_target_every, speed_target_every=a.speed_target_every)
     return CollectConfig(out=a.out, episodes=a.episodes, first_episode=a.first_episode, seed=a.seed,
                          workers=a.workers, test_fraction=a.test_fraction, env=env, agent=agent)
 

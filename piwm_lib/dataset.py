@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .bev import STATE_FIELDS, VEHICLE_RGB, in_view
+from .bev import ACTIONS, STATE_FIELDS, VEHICLE_RGB, in_view
 from .configs import save_json
 from .frames import resize_uint8
 from .storage import CorruptEpisodeError, Episode
@@ -37,10 +37,12 @@ def write_index(root: str | Path) -> dict:
             with Episode(path) as ep:
                 states = ep.read("states")
                 ids = ep.read("vehicle_ids")
+                commands, lane_changes = action_stats(ep.read("actions"), states)
                 rows.append({"file": path.name, "episode": int(ep.attrs["episode"]), "frames": ep.n_frames,
                              "crashed": bool(ep.attrs.get("crashed", False)),
                              "cars_in_view": round(float(cars_in_view(states, ep.meta("env_config")).mean()), 3),
-                             "vehicles_seen": int(len(np.unique(ids))), "bytes": path.stat().st_size})
+                             "vehicles_seen": int(len(np.unique(ids))), "bytes": path.stat().st_size,
+                             "commands": commands, "lane_changes": lane_changes})
         except CorruptEpisodeError as e:
             broken.append({"file": path.name, "error": str(e)})
     n_test = round(man["test_fraction"] * len(rows))
@@ -49,10 +51,21 @@ def write_index(root: str | Path) -> dict:
     for k, row in enumerate(rows):
         row["split"] = "test" if k >= len(rows) - n_test else "train"
     frames = sum(r["frames"] for r in rows)
+    per100 = 100.0 / max(frames, 1)
     index = {"episodes": rows, "broken": broken, "frames": frames,
-             "bytes_per_frame": round(sum(r["bytes"] for r in rows) / max(frames, 1), 1)}
+             "bytes_per_frame": round(sum(r["bytes"] for r in rows) / max(frames, 1), 1),
+             "commands_per_100_frames": {a: round(sum(r["commands"][a] for r in rows) * per100, 2) for a in ACTIONS},
+             "lane_changes_per_100_frames": round(sum(r["lane_changes"] for r in rows) * per100, 2)}
     save_json(index, root / INDEX_FILE)
     return index
+
+
+def action_stats(actions: np.ndarray, states: np.ndarray) -> tuple[dict[str, int], int]:
+    """Commands per action name (ACTIONS) and completed ego lane changes (its lane index changing), of an episode:
+    actions (T-1,) int, states (T, N, F) with the ego in slot 0."""
+    counts = np.bincount(np.asarray(actions, np.int64), minlength=len(ACTIONS))
+    lane = states[:, 0, STATE_FIELDS.index("lane")]  # (T,)
+    return {a: int(c) for a, c in zip(ACTIONS, counts)}, int(np.count_nonzero(np.diff(lane) != 0))
 
 
 def cars_in_view(states: np.ndarray, env_config: dict) -> np.ndarray:

@@ -15,9 +15,8 @@ import gymnasium as gym  # noqa: E402
 import highway_env  # noqa: E402, F401  (registers highway-v0 with gymnasium)
 import numpy as np  # noqa: E402
 
-from .bev import STATE_FIELDS  # noqa: E402, F401  (vehicle_states writes its columns in this order)
+from .bev import ACTIONS, STATE_FIELDS  # noqa: E402, F401  (vehicle_states writes its columns in this order)
 
-ACTIONS: tuple[str, ...] = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")  # DiscreteMetaAction
 IDLE = 1
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import digests, small_config
 
@@ -38,6 +39,22 @@ def test_index_split_and_stats(small_dataset):
     assert [r["split"] for r in ds.episodes()] == ["train", "train", "test"]
     assert all(r["frames"] == 30 and r["cars_in_view"] > 1 for r in ds.episodes())
     assert ds.index["bytes_per_frame"] < 10_000
+    rows = ds.episodes()
+    assert all(sum(r["commands"].values()) == r["frames"] - 1 for r in rows)  # one command between two frames
+    total = sum(r["commands"]["IDLE"] for r in rows)
+    assert ds.index["commands_per_100_frames"]["IDLE"] == round(100 * total / ds.index["frames"], 2)
+
+
+def test_action_stats_by_hand():
+    from piwm_lib.bev import STATE_FIELDS
+    from piwm_lib.dataset import action_stats
+
+    states = np.zeros((6, 2, len(STATE_FIELDS)), np.float32)
+    states[:, 0, STATE_FIELDS.index("lane")] = [1, 1, 2, 2, 2, 1]  # the ego: two lane changes
+    states[:, 1, STATE_FIELDS.index("lane")] = [0, 1, 2, 3, 0, 1]  # another car's changes do not count
+    commands, changes = action_stats(np.array([2, 1, 1, 0, 3]), states)
+    assert changes == 2
+    assert commands == {"LANE_LEFT": 1, "IDLE": 2, "LANE_RIGHT": 1, "FASTER": 1, "SLOWER": 0}
 
 
 def test_kill_then_resume_equals_an_uninterrupted_run(small_dataset, tmp_path):

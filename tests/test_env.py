@@ -129,6 +129,22 @@ def test_mcts_avoids_a_stopped_car_ahead(env):
     assert not E.simulate(E.planning_copy(u, 30, 80), action, 5)
 
 
+def test_mcts_target_lane_pulls_the_ego_there_safely(env):
+    E.reset(env, 3)
+    u = env.unwrapped
+    start = u.vehicle.lane_index[2]
+    agent = MCTSAgent(AgentConfig(budget=12, horizon=3, explore=0.0, lane_target_every=100), np.random.default_rng(0))
+    lanes, crashed = [], False
+    for _ in range(30):
+        crashed = E.step(env, agent.act(u)) or crashed
+        lanes.append(u.vehicle.lane_index[2])
+    assert agent.target_lane is not None and agent.target_lane != start  # drawn at the first plan, another lane
+    assert lanes[-1] == agent.target_lane and not crashed  # reached it within 6 s, no crash
+    assert agent.target_speed is None  # speed targets are off
+    with pytest.raises(ValueError, match="lane_target_every"):
+        AgentConfig(lane_target_every=-1)
+
+
 def test_configs_round_trip_through_json():
     from piwm_lib.configs import from_dict, to_dict
 
