@@ -42,7 +42,7 @@ class SamplerConfig:
 
 # DIAMOND csgo's samplers: the dynamics model gets context noise s_cond 0.005 (its training saw noisy context); the
 # upsampler (trained on clean context) none, and stops at sigma 1 with churn. One step: [sigma_max, 0], so "fast"
-# costs one network call per model; the upsampler's churn lifts its first level to 5 (1 + 0.414).
+# costs one network call per model; the upsampler's churn lifts its first level from 5 to 5 x 1.414 = 7.07.
 _DYN = dict(s_cond=0.005)
 _UP = dict(sigma_min=1.0, s_churn=10.0, s_tmin=1.0, s_tmax=5.0, s_noise=0.9)
 PRESETS = {  # (dynamics, upsampler) samplers of PIWM's two settings: 1 + 1 and 3 + 10 network calls per frame
