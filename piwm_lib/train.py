@@ -110,6 +110,11 @@ LEGACY_MASK = {"dropout_per": "sample"}
 LEGACY_UNET = {"action_before_mlp": False}
 
 
+def saved_before_recipe(config: dict) -> bool:
+    """Whether a saved TrainConfig dict predates the published recipe (it has mask_dropout beside a mask kind)."""
+    return "mask_dropout" in config
+
+
 def config_from_dict(data: dict) -> TrainConfig:
     """TrainConfig from a plain dict (JSON/YAML), with its nested EDMConfig and MaskConfig (or a mask kind name);
     unknown keys raise naming them. A config saved before the published recipe (a mask kind and mask_dropout at the
@@ -117,10 +122,10 @@ def config_from_dict(data: dict) -> TrainConfig:
     data = dict(data)
     edm = from_dict(EDMConfig, data.pop("edm", {}) or {})
     mask = data.pop("mask", "soft")
-    if "mask_dropout" in data:  # saved before MaskConfig was nested
+    if saved_before_recipe(data):
         mask = {"kind": mask, "dropout": data.pop("mask_dropout"), **LEGACY_MASK}
         data = {**LEGACY_TRAIN, **data}
-    mask = MaskConfig(kind=mask) if isinstance(mask, str) else from_dict(MaskConfig, mask)
+    mask = mask if isinstance(mask, str) else from_dict(MaskConfig, mask)  # TrainConfig turns a kind name into one
     return replace(from_dict(TrainConfig, data), edm=edm, mask=mask)
 
 
@@ -346,7 +351,7 @@ def load_denoiser(path: str | Path, ema: bool = True, device: str | torch.device
         raise FileNotFoundError(f"checkpoint {path} not found")
     state = torch.load(path, map_location="cpu", weights_only=False)
     from .unet import UNetConfig
-    unet = state["unet"] if "mask_dropout" not in state["config"] else {**LEGACY_UNET, **state["unet"]}
+    unet = {**LEGACY_UNET, **state["unet"]} if saved_before_recipe(state["config"]) else state["unet"]
     model = Denoiser(from_dict(UNetConfig, unet), from_dict(EDMConfig, state["edm"]))
     model.load_state_dict(state["ema" if ema else "model"])
     return model.to(device).eval()

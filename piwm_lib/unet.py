@@ -207,10 +207,9 @@ class UNet(nn.Module):
                 raise ValueError("this U-Net is action-conditioned: pass actions (B, n_context) long")
             pos = torch.arange(actions.shape[1], device=actions.device) * self.cfg.n_actions  # (K,)
             act = self.action_emb(actions.long() + pos[None]).sum(1)  # (B, n_fourier) or (B, D)
-        if act is not None and self.cfg.action_before_mlp:
-            return self.noise_mlp(feats + act)  # (B, D)
-        cond = self.noise_mlp(feats)  # (B, D)
-        return cond if act is None else cond + act
+        before = act is not None and self.cfg.action_before_mlp
+        cond = self.noise_mlp(feats + act if before else feats)  # (B, D)
+        return cond + act if act is not None and not before else cond
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, actions: torch.Tensor | None = None,
                 c_noise_ctx: torch.Tensor | None = None) -> torch.Tensor:
