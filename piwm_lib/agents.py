@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from . import env as E
+from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, check_fields, require
 
 LEFT, IDLE, RIGHT, FASTER, SLOWER = range(5)
 
@@ -16,38 +18,35 @@ LEFT, IDLE, RIGHT, FASTER, SLOWER = range(5)
 class AgentConfig:
     """Which agent drives the ego, and its knobs (MCTS values are ours; the paper's budget is not published)."""
 
-    kind: str = "mcts"  # "mcts" | "idm" | "random"
+    kind: Literal["mcts", "idm", "random"] = "mcts"  # "mcts" | "idm" | "random"
     # random agent
-    persistence: float = 0.8  # probability of repeating the previous action each frame
+    persistence: Prob = 0.8  # probability of repeating the previous action each frame
     # MCTS (UCT, open-loop over meta-actions, planning on pruned copies of the env)
-    budget: int = 16  # tree iterations per decision
-    horizon: int = 4  # tree depth in decisions
-    discount: float = 0.8  # per decision
-    decision_frames: int = 5  # recorded frames a tree action lasts (5 at 5 Hz = 1 s); re-plan every this many
-    uct_c: float = 1.0  # exploration constant of UCB1
-    lookahead_behind_m: float = 30.0  # cars kept in the planning copy: this far behind the ego ...
-    lookahead_ahead_m: float = 80.0  # ... to this far ahead
+    budget: PosInt = 16  # tree iterations per decision
+    horizon: PosInt = 4  # tree depth in decisions
+    discount: Prob = 0.8  # per decision
+    decision_frames: PosInt = 5  # recorded frames a tree action lasts (5 at 5 Hz = 1 s); re-plan every this many
+    uct_c: NonNegFloat = 1.0  # exploration constant of UCB1
+    lookahead_behind_m: NonNegFloat = 30.0  # cars kept in the planning copy: this far behind the ego ...
+    lookahead_ahead_m: NonNegFloat = 80.0  # ... to this far ahead
     w_speed: float = 0.4  # reward weight of forward speed (mapped from [20, 30] m/s to [0, 1])
     w_right: float = 0.1  # reward weight of driving in the rightmost lane
     w_lane_change: float = 0.0  # reward added per lane change (negative discourages)
     safety_check: bool = True  # between plans, simulate IDLE ahead each frame and re-plan early if it crashes
-    explore: float = 0.1  # probability of taking another near-best action (diversity of actions in the data)
-    explore_margin: float = 0.05  # an action counts as near-best within this much of the best mean return
+    explore: Prob = 0.1  # probability of taking another near-best action (diversity of actions in the data)
+    explore_margin: NonNegFloat = 0.05  # an action counts as near-best within this much of the best mean return
     # targets that make the data teach actions (ours): every so many decisions MCTS gets a new random target lane
     # (another lane) or target speed, and a reward for reaching it; it keeps planning for safety (0 = off)
-    lane_target_every: int = 0  # decisions between new target lanes
+    lane_target_every: NonNegInt = 0  # decisions between new target lanes
     w_target_lane: float = 1.0  # reward weight of being in the target lane
-    speed_target_every: int = 0  # decisions between new target speeds
+    speed_target_every: NonNegInt = 0  # decisions between new target speeds
     w_target_speed: float = 0.5  # reward weight of driving at the target speed
-    target_speeds: tuple[float, float] = (20.0, 30.0)  # m/s, range of target speeds (uniform)
+    target_speeds: tuple[PosFloat, PosFloat] = (20.0, 30.0)  # m/s, range of target speeds (uniform)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("mcts", "idm", "random"):
-            raise ValueError(f"AgentConfig.kind must be 'mcts', 'idm' or 'random', got {self.kind!r}")
-        if self.budget < 1 or self.horizon < 1 or self.decision_frames < 1:
-            raise ValueError("AgentConfig: budget, horizon and decision_frames must be >= 1")
-        if self.lane_target_every < 0 or self.speed_target_every < 0:
-            raise ValueError("AgentConfig: lane_target_every and speed_target_every must be >= 0 (0 = off)")
+        check_fields(self)
+        lo, hi = self.target_speeds
+        require(lo <= hi, f"AgentConfig.target_speeds must be (low, high) with low <= high, got {self.target_speeds}")
 
 
 class RandomAgent:

@@ -14,31 +14,33 @@ import torch
 from torch import nn
 
 from .unet import UNet, UNetConfig
+from .validate import NonNegFloat, PosFloat, check_fields, require
 
 
 @dataclass(frozen=True)
 class EDMConfig:
     """EDM training and preconditioning settings (Karras et al. 2022; values: DIAMOND / PIWM, arXiv 2509.12437)."""
 
-    sigma_data: float = 0.5  # std of the data (frames in [-1, 1])
-    sigma_offset: float = 0.1  # std of the offset noise, per image and channel; sigma~ = sqrt(sigma^2 + this^2)
+    sigma_data: PosFloat = 0.5  # std of the data (frames in [-1, 1])
+    sigma_offset: NonNegFloat = 0.1  # std of the offset noise, per image and channel; sigma~ = sqrt(sigma^2 + this^2)
     p_mean: float = -1.2  # training: mean of ln sigma
-    p_std: float = 1.2  # training: std of ln sigma
-    sigma_min: float = 0.002  # training: ln-normal sigma clipped below at this
-    sigma_max: float = 20.0  # training: ln-normal sigma clipped above at this
+    p_std: NonNegFloat = 1.2  # training: std of ln sigma
+    sigma_min: PosFloat = 0.002  # training: ln-normal sigma clipped below at this
+    sigma_max: PosFloat = 20.0  # training: ln-normal sigma clipped above at this
     ctx_augment: bool = True  # training: noise the context frames (DIAMOND's noise_previous_obs; its upsampler: off)
     ctx_p_mean: float = -1.2  # context augmentation: mean of ln sigma_ctx (DIAMOND: the target's distribution)
-    ctx_p_std: float = 1.2  # context augmentation: std of ln sigma_ctx (DIAMOND: the target's distribution)
-    ctx_sigma_min: float = 0.002  # context augmentation: sigma_ctx clipped below at this (DIAMOND: sigma_min)
-    ctx_sigma_max: float = 20.0  # context augmentation: sigma_ctx clipped above at this (DIAMOND: sigma_max)
-    ctx_offset: float = 0.1  # context augmentation: offset noise per image and channel (DIAMOND: sigma_offset)
-    ctx_sigma_floor: float = 0.002  # c_noise_ctx = ln(max(sigma_ctx, this)) / 4, so clean context (0) stays finite
+    ctx_p_std: NonNegFloat = 1.2  # context augmentation: std of ln sigma_ctx (DIAMOND: the target's distribution)
+    ctx_sigma_min: NonNegFloat = 0.002  # context augmentation: sigma_ctx clipped below at this (DIAMOND: sigma_min)
+    ctx_sigma_max: NonNegFloat = 20.0  # context augmentation: sigma_ctx clipped above at this (DIAMOND: sigma_max)
+    ctx_offset: NonNegFloat = 0.1  # context augmentation: offset noise per image and channel (DIAMOND: sigma_offset)
+    ctx_sigma_floor: PosFloat = 0.002  # c_noise_ctx = ln(max(sigma_ctx, this)) / 4, so clean context (0) stays finite
 
     def __post_init__(self) -> None:
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"EDMConfig needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
-        if self.sigma_data <= 0 or self.sigma_offset < 0:
-            raise ValueError("EDMConfig needs sigma_data > 0 and sigma_offset >= 0")
+        check_fields(self)
+        require(self.sigma_min < self.sigma_max,
+                f"EDMConfig.sigma_min must be < sigma_max ({self.sigma_max}), got {self.sigma_min}")
+        require(self.ctx_sigma_min <= self.ctx_sigma_max,
+                f"EDMConfig.ctx_sigma_min must be <= ctx_sigma_max ({self.ctx_sigma_max}), got {self.ctx_sigma_min}")
 
 
 def _col(t: torch.Tensor) -> torch.Tensor:

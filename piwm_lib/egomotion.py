@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bev import EGO_PIXEL, STATE_FIELDS
+from .validate import NonNegFloat, PosFloat, PosInt, check_fields
 
 FASTER, SLOWER = 3, 4  # DiscreteMetaAction indices (env.ACTIONS)
 
@@ -17,18 +18,21 @@ FASTER, SLOWER = 3, 4  # DiscreteMetaAction indices (env.ACTIONS)
 class RoadConfig:
     """Road geometry as drawn by HighwayEnv (highway-env 1.12.1 defaults; road/graphics.py LaneGraphics)."""
 
-    lanes: int = 4  # lanes_count
-    lane_width_m: float = 4.0  # StraightLane.DEFAULT_WIDTH
-    px_per_m: float = 5.5  # viewer scaling
-    stripe_period_m: float = 4.33  # LaneGraphics.STRIPE_SPACING: one dash + one gap
-    stripe_length_m: float = 3.0  # LaneGraphics.STRIPE_LENGTH: the dash
-    frame_hz: float = 5.0  # recorded frames per second (EnvConfig.policy_hz)
-    min_speed_mps: float = 10.0  # dash scroll is known modulo one period (21.65 m/s at 5 Hz): speeds are read in
-    #                              [min_speed_mps, min_speed_mps + period * frame_hz); the ego drives 15-30 m/s
+    lanes: PosInt = 4  # lanes_count
+    lane_width_m: PosFloat = 4.0  # StraightLane.DEFAULT_WIDTH
+    px_per_m: PosFloat = 5.5  # viewer scaling
+    stripe_period_m: PosFloat = 4.33  # LaneGraphics.STRIPE_SPACING: one dash + one gap
+    stripe_length_m: PosFloat = 3.0  # LaneGraphics.STRIPE_LENGTH: the dash
+    frame_hz: PosFloat = 5.0  # recorded frames per second (EnvConfig.policy_hz)
+    min_speed_mps: NonNegFloat = 10.0  # dash scroll is known modulo one period (21.65 m/s at 5 Hz): speeds are read in
+    #                                    [min_speed_mps, min_speed_mps + period * frame_hz); the ego drives 15-30 m/s
     ego_row: float = float(EGO_PIXEL[1])  # px, the row the camera keeps the ego centre on (centering_position 0.5)
     mark_level: float = 110.0  # a pixel's darkest channel above this is lane-mark white (road is 100, marks 255)
-    step_px: float = 0.25  # resolution of the road-edge search
-    lane_hysteresis_px: float = 2.0  # the road must move this far past a lane boundary to count as a lane change
+    step_px: PosFloat = 0.25  # resolution of the road-edge search
+    lane_hysteresis_px: NonNegFloat = 2.0  # the road must move this far past a lane boundary to count as a lane change
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @property
     def lane_px(self) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,20 +19,24 @@ from tqdm.auto import tqdm
 from .configs import from_dict, save_json, to_dict, to_json
 from .dataset import Dataset
 from .frames import to_model
+from .validate import NonNegInt, PosFloat, PosInt, check_fields
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """Autoencoder whose bottleneck is the feature space of our FID / FVD (ours; not published)."""
 
-    channels: tuple[int, ...] = (32, 64, 128)  # conv widths, each halving the resolution (30x120 -> 4x15)
-    feature_dim: int = 64  # bottleneck = feature vector length
-    steps: int = 400  # Adam steps of reconstruction training
-    batch_size: int = 32  # frames per step
-    lr: float = 1e-3  # Adam learning rate
-    seed: int = 0  # weights and sampling order
-    key: str = "lowres"  # the frames it encodes: 30 x 120 (the dynamics model's resolution)
-    pool_frames: int = 20_000  # training frames held in memory, evenly spread over the train split (216 MB at most)
+    channels: tuple[PosInt, ...] = (32, 64, 128)  # conv widths, each halving the resolution (30x120 -> 4x15)
+    feature_dim: PosInt = 64  # bottleneck = feature vector length
+    steps: NonNegInt = 400  # Adam steps of reconstruction training
+    batch_size: PosInt = 32  # frames per step
+    lr: PosFloat = 1e-3  # Adam learning rate
+    seed: NonNegInt = 0  # weights and sampling order
+    key: Literal["lowres", "frames"] = "lowres"  # the frames it encodes: 30 x 120 (the dynamics model's resolution)
+    pool_frames: PosInt = 20_000  # training frames held in memory, evenly spread over the train split (216 MB at most)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class Encoder(nn.Module):
@@ -151,7 +156,8 @@ def clip_features(model: Encoder, clips: np.ndarray) -> np.ndarray:
 
 def inception_features(frames: np.ndarray, weights: str | Path, batch: int = 64) -> np.ndarray:
     """2048-d pool features of the standard FID Inception network from a local TorchScript file (e.g. the
-    `inception-2015-12-05.pt` that clean-fid / StyleGAN3's metrics use); nothing is downloaded."""
+    `inception-2015-12-05.pt` that clean-fid / StyleGAN3's metrics use); nothing is downloaded. TorchScript is a
+    program, not only weights: pass only a file whose origin you trust (it is never picked up implicitly)."""
     path = Path(weights)
     if not path.exists():
         raise FileNotFoundError(f"Inception weights {path} not found: this project downloads nothing at run time. "

@@ -6,6 +6,7 @@ import copy
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import Annotated
 
 if "XDG_RUNTIME_DIR" not in os.environ:  # SDL (pygame) warns on every render without it
     os.environ["XDG_RUNTIME_DIR"] = os.path.join(tempfile.gettempdir(), f"piwm-xdg-{os.getuid()}")
@@ -16,6 +17,7 @@ import highway_env  # noqa: E402, F401  (registers highway-v0 with gymnasium)
 import numpy as np  # noqa: E402
 
 from .bev import ACTIONS, STATE_FIELDS  # noqa: E402, F401  (vehicle_states writes its columns in this order)
+from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields, require  # noqa: E402
 
 IDLE = 1
 
@@ -25,31 +27,31 @@ class EnvConfig:
     """HighwayEnv settings for BEV data collection (values not published by the paper are our choices)."""
 
     env_id: str = "highway-v0"  # gymnasium id, highway-v0 family
-    lanes: int = 4  # lanes_count (HighwayEnv default)
-    vehicles: int = 30  # other vehicles on the road (HighwayEnv default 50; recycling keeps view dense)
-    density: float = 1.0  # vehicles_density: initial spacing factor
-    simulation_hz: int = 15  # physics steps per second (HighwayEnv default)
-    policy_hz: int = 5  # recorded frames (and actions) per second; paper: not published
-    episode_frames: int = 1000  # frames recorded per episode (<= 1,000 as in the paper)
-    screen_width: int = 600  # px, default top-down render
-    screen_height: int = 150  # px
-    scaling: float = 5.5  # px per metre (HighwayEnv default)
-    lowres_height: int = 30  # px, dynamics-model grid (paper: 30x120)
-    lowres_width: int = 120  # px
+    lanes: PosInt = 4  # lanes_count (HighwayEnv default)
+    vehicles: NonNegInt = 30  # other vehicles on the road (HighwayEnv default 50; recycling keeps view dense)
+    density: PosFloat = 1.0  # vehicles_density: initial spacing factor
+    simulation_hz: PosInt = 15  # physics steps per second (HighwayEnv default)
+    policy_hz: PosInt = 5  # recorded frames (and actions) per second; paper: not published
+    episode_frames: Annotated[int, "[2, 100000]"] = 1000  # frames recorded per episode (<= 1,000 as in the paper)
+    screen_width: PosInt = 600  # px, default top-down render
+    screen_height: PosInt = 150  # px
+    scaling: PosFloat = 5.5  # px per metre (HighwayEnv default)
+    lowres_height: PosInt = 30  # px, dynamics-model grid (paper: 30x120)
+    lowres_width: PosInt = 120  # px
     recycle_traffic: bool = True  # move cars left far behind to far ahead, keeping traffic in view
-    recycle_behind_m: float = 45.0  # m behind the ego (off-screen: the view starts ~33 m behind)
+    recycle_behind_m: NonNegFloat = 45.0  # m behind the ego (off-screen: the view starts ~33 m behind)
     spawn_ahead_m: tuple[float, float] = (90.0, 170.0)  # m ahead of the ego (view ends ~76 m ahead)
-    spawn_gap_m: float = 20.0  # m of free lane required around a respawned car
+    spawn_gap_m: NonNegFloat = 20.0  # m of free lane required around a respawned car
     stop_on_crash: bool = True  # end the episode at the frame where the ego crashes
     ego_speeds: tuple[float, ...] = (15.0, 20.0, 25.0, 30.0)  # m/s targets FASTER/SLOWER step through
 
     def __post_init__(self) -> None:
-        if self.simulation_hz % self.policy_hz:
-            raise ValueError(f"simulation_hz ({self.simulation_hz}) must be a multiple of policy_hz ({self.policy_hz})")
-        if not 2 <= self.episode_frames <= 100_000:
-            raise ValueError(f"episode_frames must be in [2, 100000], got {self.episode_frames}")
-        if self.lanes < 1 or self.vehicles < 0:
-            raise ValueError(f"need lanes >= 1 and vehicles >= 0, got {self.lanes}, {self.vehicles}")
+        check_fields(self)
+        require(self.simulation_hz % self.policy_hz == 0,
+                f"EnvConfig.simulation_hz ({self.simulation_hz}) must be a multiple of policy_hz ({self.policy_hz})")
+        lo, hi = self.spawn_ahead_m
+        require(0 <= lo <= hi,
+                f"EnvConfig.spawn_ahead_m must be (near, far) with 0 <= near <= far, got {self.spawn_ahead_m}")
 
     @property
     def n_slots(self) -> int:

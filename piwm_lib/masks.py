@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .bev import STATE_FIELDS
+from .validate import NonNegFloat, PosFloat, PosInt, Prob, check_fields
 
 KINDS = ("soft", "hard", "gt", "none")
 MODES = ("train", "infer")
@@ -23,34 +25,29 @@ TRAIN_WEIGHTS = {"paper": {"train_w_surr": 1.0, "train_w_ego": 0.8},
 class MaskConfig:
     """Soft/Hard/GT mask settings (PIWM Soft Mask, arXiv 2509.12437; GT geometry: HighwayEnv 1.12.1)."""
 
-    kind: str = "soft"  # mask fed to the model: "soft" (paper), "hard" (ablation), "gt" (from states), "none"
-    colour_min: float = 0.35  # detection: the car's dominant channel (g ego, b others) above this, rgb in [0, 1]
-    colour_margin: float = 0.12  # detection: dominant channel minus the max of the other two above this
-    s_ego: float = 0.5  # ego Gaussian sigma per axis, as a fraction of the ego extent l = sqrt(12 var)
-    sigma_min: float = 2.0  # px, floor of the ego Gaussian sigma
-    r_glob: float = 0.35  # global longitudinal Gaussian sigma as a fraction of the frame width W
-    train_w_surr: float = 1.0  # training: weight of other-vehicle pixels
-    train_w_ego: float = 0.8  # training: weight of the ego Gaussian
-    train_gain: float = 1.0  # training: factor applied after the resize
-    infer_w_surr: float = 0.55  # inference: weight of other-vehicle pixels
-    infer_w_ego: float = 0.45  # inference: weight of the ego Gaussian
-    infer_gain: float = 0.45  # inference: factor applied after the resize
-    dropout: float = 0.3  # training: probability that the whole mask channel is zeroed (PIWM)
-    dropout_per: str = "batch"  # one coin per "batch" (PIWM's text, DIAMOND csgo's code) or per "sample"
-    grid: tuple[int, int] = (30, 120)  # (h, w) px, the dynamics model's grid
-    car_length_px: float = 27.0  # GT: drawn car length, outline included (5 m at 5.5 px/m)
-    car_width_px: float = 11.0  # GT: drawn car width, outline included (2 m)
-    outline_px: float = 1.0  # GT: the dark outline is no vehicle colour; the GT box is inset by it on every side
+    kind: Annotated[str, KINDS] = "soft"  # mask fed to the model: soft (paper), hard (ablation), gt (from states), none
+    colour_min: Prob = 0.35  # detection: the car's dominant channel (g ego, b others) above this, rgb in [0, 1]
+    colour_margin: Prob = 0.12  # detection: dominant channel minus the max of the other two above this
+    s_ego: PosFloat = 0.5  # ego Gaussian sigma per axis, as a fraction of the ego extent l = sqrt(12 var)
+    sigma_min: PosFloat = 2.0  # px, floor of the ego Gaussian sigma
+    r_glob: PosFloat = 0.35  # global longitudinal Gaussian sigma as a fraction of the frame width W
+    train_w_surr: NonNegFloat = 1.0  # training: weight of other-vehicle pixels
+    train_w_ego: NonNegFloat = 0.8  # training: weight of the ego Gaussian
+    train_gain: NonNegFloat = 1.0  # training: factor applied after the resize
+    infer_w_surr: NonNegFloat = 0.55  # inference: weight of other-vehicle pixels
+    infer_w_ego: NonNegFloat = 0.45  # inference: weight of the ego Gaussian
+    infer_gain: NonNegFloat = 0.45  # inference: factor applied after the resize
+    dropout: Prob = 0.3  # training: probability that the whole mask channel is zeroed (PIWM)
+    dropout_per: Literal["batch", "sample"] = "batch"  # one coin per batch (PIWM's text, DIAMOND csgo's code) or sample
+    grid: tuple[PosInt, PosInt] = (30, 120)  # (h, w) px, the dynamics model's grid
+    car_length_px: PosFloat = 27.0  # GT: drawn car length, outline included (5 m at 5.5 px/m)
+    car_width_px: PosFloat = 11.0  # GT: drawn car width, outline included (2 m)
+    outline_px: NonNegFloat = 1.0  # GT: the dark outline is no vehicle colour; the GT box is inset by it on every side
     anchor_px: float = -0.5  # GT: body centre = floor(px, py) + this, px (HighwayEnv truncates pos2pix; notebook 02)
-    straight_rad: float = math.radians(2.0)  # GT: headings below this are drawn unrotated (as HighwayEnv does)
+    straight_rad: NonNegFloat = math.radians(2.0)  # GT: headings below this are drawn unrotated (as HighwayEnv does)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"MaskConfig.kind must be one of {KINDS}, got {self.kind!r}")
-        if not 0.0 <= self.dropout <= 1.0:
-            raise ValueError(f"MaskConfig.dropout must be in [0, 1], got {self.dropout}")
-        if self.dropout_per not in ("batch", "sample"):
-            raise ValueError(f"MaskConfig.dropout_per must be 'batch' or 'sample', got {self.dropout_per!r}")
+        check_fields(self)
 
 
 def weights(cfg: MaskConfig, mode: str) -> tuple[float, float, float]:

@@ -27,6 +27,7 @@ from . import egomotion as E
 from .detect import detect_vehicles
 from .env import ACTIONS
 from .tracking import match, track
+from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, check_fields, require
 
 LEFT, RIGHT = ACTIONS.index("LANE_LEFT"), ACTIONS.index("LANE_RIGHT")
 FASTER, SLOWER = ACTIONS.index("FASTER"), ACTIONS.index("SLOWER")
@@ -40,30 +41,29 @@ EVENT_TYPES = TEC_EVENTS + IEC_EVENTS + KIR_EVENTS
 class PhysicsConfig:
     """Thresholds of the metrics (ours; px on the 150 x 600 frame, 5.5 px per metre, 5 frames per second)."""
 
-    track_radius_px: float = 20.0  # a car moves less than this between frames beyond its predicted motion
-    border_px: float = 30.0  # (dis)appearing within this of the left / right edge is legitimate (a car length + 3)
-    close_px: float = 35.0  # centres closer than this: an interaction both cars must survive
-    match_px: float = 10.0  # a generated car is the true car of the same frame when their centres are this close
-    swap_gap: int = 4  # frames a track may go unmatched between its old and its new true identity in a swap
-    ego_offset_px: float = 6.0  # the ego sprite this far from the true ego's centre is misplaced
-    min_road_fit: float = 0.5  # frames whose lane marks explain less of the row profile are unreadable (no lanes)
-    min_dash: float = 0.2  # frame pairs whose dash strength is below this give no speed
-    kir_window: int = 8  # frames after a command within which it must be answered
-    judge_slack: int = 2  # a command is judged only if the truth answered it this many frames before the end
-    speed_change_mps: float = 1.0  # the truth answers FASTER / SLOWER when its speed moves this far (m/s)
-    complete_px: float = 4.0  # a lane change is completed when the road sits this close to the new lane centre
-    min_pixels: int = 10  # blobs smaller than this are slivers, not cars (detect.detect_vehicles)
-    w_tec: float = 1.0  # weight of the TEC score in the overall score WO
-    w_iec: float = 1.0  # weight of the IEC score in WO
-    w_kir: float = 1.0  # weight of the KIR score in WO
+    track_radius_px: PosFloat = 20.0  # a car moves less than this between frames beyond its predicted motion
+    border_px: PosFloat = 30.0  # (dis)appearing within this of the left / right edge is legitimate (a car length + 3)
+    close_px: PosFloat = 35.0  # centres closer than this: an interaction both cars must survive
+    match_px: PosFloat = 10.0  # a generated car is the true car of the same frame when their centres are this close
+    swap_gap: NonNegInt = 4  # frames a track may go unmatched between its old and its new true identity in a swap
+    ego_offset_px: PosFloat = 6.0  # the ego sprite this far from the true ego's centre is misplaced
+    min_road_fit: Prob = 0.5  # frames whose lane marks explain less of the row profile are unreadable (no lanes)
+    min_dash: NonNegFloat = 0.2  # frame pairs whose dash strength is below this give no speed
+    kir_window: PosInt = 8  # frames after a command within which it must be answered
+    judge_slack: NonNegInt = 2  # a command is judged only if the truth answered it this many frames before the end
+    speed_change_mps: PosFloat = 1.0  # the truth answers FASTER / SLOWER when its speed moves this far (m/s)
+    complete_px: NonNegFloat = 4.0  # a lane change is completed when the road sits this close to the new lane centre
+    min_pixels: PosInt = 10  # blobs smaller than this are slivers, not cars (detect.detect_vehicles)
+    w_tec: NonNegFloat = 1.0  # weight of the TEC score in the overall score WO
+    w_iec: NonNegFloat = 1.0  # weight of the IEC score in WO
+    w_kir: NonNegFloat = 1.0  # weight of the KIR score in WO
     road: E.RoadConfig = field(default_factory=E.RoadConfig)  # lane geometry and dash pattern
 
     def __post_init__(self) -> None:
-        for k in ("track_radius_px", "border_px", "close_px", "match_px", "ego_offset_px", "speed_change_mps"):
-            if not getattr(self, k) > 0:
-                raise ValueError(f"PhysicsConfig.{k} must be > 0, got {getattr(self, k)}")
-        if min(self.w_tec, self.w_iec, self.w_kir) < 0 or self.w_tec + self.w_iec + self.w_kir <= 0:
-            raise ValueError(f"WO weights must be >= 0 and not all 0, got {self.w_tec, self.w_iec, self.w_kir}")
+        check_fields(self)
+        require(self.w_tec + self.w_iec + self.w_kir > 0,
+                f"PhysicsConfig: the WO weights w_tec, w_iec, w_kir must not all be 0, got "
+                f"{self.w_tec, self.w_iec, self.w_kir}")
 
 
 @dataclass

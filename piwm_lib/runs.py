@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .configs import save_json
+from .validate import plain_name
 
 ROOT = Path(__file__).resolve().parents[1]  # the project folder (editable install)
 
@@ -34,9 +35,9 @@ def runs_root() -> Path:
 
 
 def run_dir(notebook: str, run_name: str, config: dict, overwrite: bool = False) -> Path:
-    """Create runs/<notebook>/<run_name>/ (root: $PIWM_RUNS_DIR or runs/) with config.json; refuse to reuse a
-    finished run unless `overwrite`."""
-    d = runs_root() / notebook / run_name
+    """Create runs/<notebook>/<run_name>/ (root: $PIWM_RUNS_DIR or runs/) with config.json; refuse a run name that is
+    not a plain name (it would write elsewhere) and a finished run unless `overwrite`."""
+    d = runs_root() / plain_name(notebook, "notebook") / plain_name(run_name, "RUN_NAME")
     if (d / "metrics.json").exists() and not overwrite:
         raise FileExistsError(f"{d} holds a finished run; pass another RUN_NAME or OVERWRITE=True")
     d.mkdir(parents=True, exist_ok=True)

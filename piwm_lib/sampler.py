@@ -8,36 +8,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from .edm import Denoiser
+from .validate import NonNegFloat, PosFloat, PosInt, check_fields, require
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     """Sampler of one denoiser (EDM Algorithm 2; DIAMOND defaults; Warm Start: PIWM)."""
 
-    steps: int = 1  # denoising steps (PIWM "fast": 1 for the dynamics model, 1 for the upsampler)
-    order: int = 1  # 1 = Euler, 2 = Heun (the correction is skipped when the next sigma is 0)
-    sigma_min: float = 2e-3  # last non-zero noise level of the schedule
-    sigma_max: float = 5.0  # first noise level (DIAMOND / PIWM: 5)
-    rho: float = 7.0  # Karras schedule curvature
-    s_churn: float = 0.0  # EDM stochasticity: gamma = min(s_churn / steps, sqrt(2) - 1) inside [s_tmin, s_tmax]
-    s_tmin: float = 0.0
-    s_tmax: float = math.inf
-    s_noise: float = 1.0  # std multiplier of the churn noise
-    s_cond: float = 0.0  # noise level added to the context frames at sampling (DIAMOND's conditioning noise)
+    steps: PosInt = 1  # denoising steps (PIWM "fast": 1 for the dynamics model, 1 for the upsampler)
+    order: Literal[1, 2] = 1  # 1 = Euler, 2 = Heun (the correction is skipped when the next sigma is 0)
+    sigma_min: PosFloat = 2e-3  # last non-zero noise level of the schedule
+    sigma_max: PosFloat = 5.0  # first noise level (DIAMOND / PIWM: 5)
+    rho: PosFloat = 7.0  # Karras schedule curvature
+    s_churn: NonNegFloat = 0.0  # EDM stochasticity: gamma = min(s_churn / steps, sqrt(2) - 1) inside [s_tmin, s_tmax]
+    s_tmin: NonNegFloat = 0.0
+    s_tmax: NonNegFloat = math.inf
+    s_noise: NonNegFloat = 1.0  # std multiplier of the churn noise
+    s_cond: NonNegFloat = 0.0  # noise level added to the context frames at sampling (DIAMOND's conditioning noise)
     warm_start: bool = False  # PIWM Warm Start: start from the previous output plus noise instead of pure noise
-    warm_offset: float = 0.05  # Warm Start: std of the per-image, per-channel offset noise (s_off)
-    warm_pixel: float = 0.05  # Warm Start: std of the per-pixel noise (s_ew)
-    warm_sigma_max: float | None = None  # ablation: a warm-started frame's schedule starts here instead of sigma_max
+    warm_offset: NonNegFloat = 0.05  # Warm Start: std of the per-image, per-channel offset noise (s_off)
+    warm_pixel: NonNegFloat = 0.05  # Warm Start: std of the per-pixel noise (s_ew)
+    warm_sigma_max: PosFloat | None = None  # ablation: a warm-started frame's schedule starts here instead of sigma_max
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.order not in (1, 2):
-            raise ValueError(f"SamplerConfig needs steps >= 1 and order 1 or 2, got {self.steps}, {self.order}")
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"SamplerConfig needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        check_fields(self)
+        require(self.sigma_min < self.sigma_max,
+                f"SamplerConfig.sigma_min must be < sigma_max ({self.sigma_max}), got {self.sigma_min}")
+        require(self.s_tmin <= self.s_tmax,
+                f"SamplerConfig.s_tmin must be <= s_tmax ({self.s_tmax}), got {self.s_tmin}")
 
 
 # DIAMOND csgo's samplers: the dynamics model gets context noise s_cond 0.005 (its training saw noisy context); the

@@ -16,10 +16,12 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
+from . import params
 from .configs import save_json
 from .runs import ROOT, runs_root
 from .train import latest_checkpoint
 from .unet import PRESETS, UPSAMPLER_OF
+from .validate import NonNegInt, check_fields, plain_name
 
 MASKS = {"none": ("none", False), "hard": ("hard", False), "soft": ("soft", False), "gt": ("gt", False),
          "soft_weighted": ("soft", True)}  # grid name -> (notebook 03's MASK, LOSS_WEIGHTING)
@@ -35,31 +37,33 @@ class SweepConfig:
 
     name: str = "smoke"  # runs/06_ablations/<name>/ holds the sweep's state; every cell's run name starts <name>-
     data_dir: str = "data/smoke"  # dataset of notebook 01 shared by every cell
-    seed: int = 0  # the one seed, passed to every cell
+    seed: NonNegInt = 0  # the one seed, passed to every cell
     grids: tuple = ({"model": ["micro"], "mask": ["none", "soft"], "start": ["cold", "warm"]},)  # each a full product
     train: dict = field(default_factory=dict)  # notebook-03 parameters of every training cell (STEPS, BATCH_SIZE, ...)
     evaluate: dict = field(default_factory=dict)  # notebook-05 parameters of every evaluation cell (HORIZON, ...)
     reuse: dict = field(default_factory=dict)  # "model/mask" -> a finished notebook-03 run used instead of training
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"SweepConfig.name must be a non-empty folder name, got {self.name!r}")
-        object.__setattr__(self, "grids", tuple(self.grids))
+        check_fields(self)
+        plain_name(self.name, "SweepConfig.name")
         for i, g in enumerate(self.grids):
             if set(g) != set(AXES):
                 raise ValueError(f"grid {i} must have exactly the keys {AXES}, got {sorted(g)}")
             _check(g["model"], [p for p in PRESETS if not p.startswith("upsampler")], f"grid {i} model")
             _check(g["mask"], list(MASKS), f"grid {i} mask")
             _check(g["start"], list(STARTS), f"grid {i} start")
-        for key in self.reuse:
+        for key, run in self.reuse.items():
             model, _, mask = key.partition("/")
             _check([model], list(PRESETS), f"reuse key {key!r} model")
             _check([mask], list(MASKS), f"reuse key {key!r} mask")
+            plain_name(run, f"SweepConfig.reuse[{key!r}] (a run of notebook {TRAIN_NB})")
         owned = {"RUN_NAME", "DATA_DIR", "SEED", "MODEL", "MASK", "LOSS_WEIGHTING", "MODEL_RUN", "UPSAMPLER_RUN",
                  "STARTS", "OVERWRITE"}
         for part in ("train", "evaluate"):
             if clash := sorted(owned & set(getattr(self, part))):
                 raise ValueError(f"SweepConfig.{part} may not set {clash}: the sweep sets them per cell")
+            nb = TRAIN_NB if part == "train" else EVAL_NB
+            params.check_values(nb, getattr(self, part), params.notebook_defaults(nb), f"SweepConfig.{part}")
 
 
 def _check(values: list, allowed: list, what: str) -> None:

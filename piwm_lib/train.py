@@ -8,31 +8,52 @@ cfg.yaml` from a shell (any number of processes); `launch(cfg, num_processes)` =
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
-import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import (  # the ones marked are re-exported: notebooks and modules import them from here
+    CheckpointWarning,
+    ckpt_name,  # noqa: F401
+    config_changes,
+    data_fingerprint,
+    latest_checkpoint,
+    load_denoiser,  # noqa: F401
+    optimizer_state,
+    read_latest,
+    rng_state,  # noqa: F401
+    save_checkpoint,
+    saved_before_recipe,
+    set_rng_state,
+    steps_on_disk,
+)
 from .configs import from_dict, save_json, to_dict
 from .dataset import WindowDataset
 from .edm import Denoiser, EDMConfig, denoising_step
 from .frames import to_model, upsample
 from .masks import KINDS, MaskConfig, gt_mask, make_mask, mask_dropout
-from .runs import resolve, resolve_device
+from .runs import resolve, resolve_device, seed_everything
 from .unet import UPSAMPLER_OF, preset
+from .validate import Decay, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 STAGES = ("dynamics", "upsampler")
 PRECISIONS = ("no", "bf16", "fp16")
 RESUMABLE = {"steps", "workers", "ckpt_every", "keep_ckpts", "log_every", "progress", "device"}  # may change on resume
+PATHS = {"out_dir", "data_dir"}  # a moved run or dataset resumes (the dataset is compared by its fingerprint)
 
 
 @dataclass(frozen=True)
@@ -41,31 +62,31 @@ class TrainConfig:
 
     data_dir: str = "data/smoke"  # collected dataset (piwm_lib.collect); relative paths from the project root
     out_dir: str = "runs/03_train_edm/smoke/dynamics"  # checkpoints, log.csv, config.json
-    stage: str = "dynamics"  # "dynamics" (30x120 world model) or "upsampler" (x5, 150x600)
+    stage: Annotated[str, STAGES] = "dynamics"  # "dynamics" (30x120 world model) or "upsampler" (x5, 150x600)
     model: str = "tiny"  # size preset: tiny, course, 130M, 400M (the upsampler stage takes UPSAMPLER_OF[model])
     mask: MaskConfig = field(default_factory=MaskConfig)  # mask channel: kind soft (paper), hard, gt, none; its
     # training weights, dropout and colour rule; saved with every checkpoint, the default of inference. A plain kind
     # name ("soft") stands for MaskConfig(kind=...).
     loss_weighting: bool = False  # weight the per-pixel loss by 1 + mask (ablation; not the published loss)
-    ar_steps: int = 5  # autoregressive targets per window (PIWM: 4 context + 5 targets)
-    batch_size: int = 8  # windows per process per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum * processes)
-    steps: int = 100  # optimizer steps in total (a resumed run continues up to this)
-    lr: float = 1e-4  # AdamW learning rate (PIWM: 5e-5 to 1e-4)
-    weight_decay: float = 1e-2  # AdamW weight decay (PIWM)
+    ar_steps: PosInt = 5  # autoregressive targets per window (PIWM: 4 context + 5 targets)
+    batch_size: PosInt = 8  # windows per process per micro-batch
+    grad_accum: PosInt = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum * processes)
+    steps: PosInt = 100  # optimizer steps in total (a resumed run continues up to this)
+    lr: PosFloat = 1e-4  # AdamW learning rate (PIWM: 5e-5 to 1e-4)
+    weight_decay: NonNegFloat = 1e-2  # AdamW weight decay (PIWM)
     decay_weights_only: bool = True  # decay only Linear/Conv weights, not biases, norms, embeddings (DIAMOND csgo)
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (torch default; not published)
-    adam_eps: float = 1e-8  # AdamW epsilon (torch default)
-    warmup_steps: int = 100  # linear learning-rate warm-up, optimizer steps (PIWM)
-    grad_clip: float = 10.0  # max global gradient norm (PIWM)
-    ema_decay: float = 0.999  # EMA of the weights, ramped as min(decay, (1 + s) / (10 + s)) (not published)
-    mixed_precision: str = "no"  # "no" (fp32), "bf16" or "fp16" (fp16 uses a loss scaler)
+    betas: tuple[Decay, Decay] = (0.9, 0.999)  # AdamW betas (torch default; not published)
+    adam_eps: PosFloat = 1e-8  # AdamW epsilon (torch default)
+    warmup_steps: NonNegInt = 100  # linear learning-rate warm-up, optimizer steps (PIWM)
+    grad_clip: PosFloat = 10.0  # max global gradient norm (PIWM)
+    ema_decay: Decay = 0.999  # EMA of the weights, ramped as min(decay, (1 + s) / (10 + s)) (not published)
+    mixed_precision: Annotated[str, PRECISIONS] = "no"  # "no" (fp32), "bf16" or "fp16" (fp16 uses a loss scaler)
     compile: bool = False  # torch.compile the U-Net
-    ckpt_every: int = 50  # optimizer steps between checkpoints (and one at the end)
-    keep_ckpts: int = 2  # checkpoints kept on disk (oldest removed first)
-    log_every: int = 10  # optimizer steps between log.csv rows
-    workers: int = 0  # DataLoader worker processes per training process
-    seed: int = 0  # the one seed: weights, data order, noise, mask dropout
+    ckpt_every: PosInt = 50  # optimizer steps between checkpoints (and one at the end)
+    keep_ckpts: PosInt = 2  # checkpoints kept on disk (oldest removed first)
+    log_every: PosInt = 10  # optimizer steps between log.csv rows
+    workers: NonNegInt = 0  # DataLoader worker processes per training process
+    seed: NonNegInt = 0  # the one seed: weights, data order, noise, mask dropout
     device: str = "auto"  # auto -> CUDA when available; cpu forces CPU
     progress: bool = True  # tqdm bar on the main process
     edm: EDMConfig = field(default_factory=EDMConfig)  # preconditioning and noise (edm.py)
@@ -78,16 +99,9 @@ class TrainConfig:
             object.__setattr__(self, "mask", MaskConfig(kind=self.mask))
         if not isinstance(self.mask, MaskConfig):
             raise ValueError(f"TrainConfig.mask must be a MaskConfig or a kind name, got {self.mask!r}")
-        checks = {"stage": (self.stage, STAGES), "mixed_precision": (self.mixed_precision, PRECISIONS)}
-        for name, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, got {value!r}")
-        preset(self.model)  # raises with the known names
+        check_fields(self)  # types and the ranges of the annotations (validate.py)
         if self.model not in UPSAMPLER_OF:
             raise ValueError(f"TrainConfig.model must be one of {sorted(UPSAMPLER_OF)}, got {self.model!r}")
-        for name in ("ar_steps", "batch_size", "grad_accum", "steps", "ckpt_every", "keep_ckpts", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
 
     @property
     def unet(self):
@@ -107,12 +121,6 @@ class TrainConfig:
 # configs saved before the published recipe (fields they lack -> the behaviour they were trained with)
 LEGACY_TRAIN = {"decay_weights_only": False, "upsampler_ctx_noise": True}
 LEGACY_MASK = {"dropout_per": "sample"}
-LEGACY_UNET = {"action_before_mlp": False}
-
-
-def saved_before_recipe(config: dict) -> bool:
-    """Whether a saved TrainConfig dict predates the published recipe (it has mask_dropout beside a mask kind)."""
-    return "mask_dropout" in config
 
 
 def config_from_dict(data: dict) -> TrainConfig:
@@ -289,81 +297,38 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
     torch._foreach_lerp_(e, m, 1.0 - d)
 
 
-def rng_state() -> dict:
-    """Every RNG's state (Python, NumPy, torch CPU and CUDA) for the checkpoint."""
-    out = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what rng_state() saved."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def ckpt_name(step: int) -> str:
-    return f"ckpt_{step:08d}.pt"
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The checkpoint latest.json points at, or None for a fresh run."""
-    p = resolve(out_dir) / "latest.json"
-    if not p.exists():
-        return None
-    path = p.parent / json.loads(p.read_text())["checkpoint"]
-    if not path.exists():
-        raise FileNotFoundError(f"{p} points at {path.name}, which is missing: delete {p} to start afresh")
-    return path
-
-
-def save_checkpoint(out: Path, step: int, model: torch.nn.Module, ema: torch.nn.Module, optimizer, scheduler,
-                    scaler, cfg: TrainConfig, keep: int, world_size: int = 1) -> Path:
-    """Write ckpt_<step>.pt (model, EMA, optimizer, scheduler, scaler, step, RNG, configs) atomically, point
-    latest.json at it, remove all but the newest `keep`."""
-    state = {"step": step, "world_size": world_size, "model": model.state_dict(), "ema": ema.state_dict(),
-             "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-             "rng": rng_state(), "config": to_dict(cfg), "unet": to_dict(cfg.unet), "edm": to_dict(cfg.denoiser_edm)}
-    path = out / ckpt_name(step)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    save_json({"checkpoint": path.name, "step": step}, out / "latest.json")
-    for old in sorted(out.glob("ckpt_*.pt"))[:-keep]:
-        old.unlink()
-    return path
-
-
-def load_denoiser(path: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Denoiser:
-    """A trained Denoiser from a checkpoint file or a run folder (its latest checkpoint); EMA weights by default."""
-    path = resolve(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"{path} has no latest.json: train first (piwm_lib.train)")
-        path = found
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    from .unet import UNetConfig
-    unet = {**LEGACY_UNET, **state["unet"]} if saved_before_recipe(state["config"]) else state["unet"]
-    model = Denoiser(from_dict(UNetConfig, unet), from_dict(EDMConfig, state["edm"]))
-    model.load_state_dict(state["ema" if ema else "model"])
-    return model.to(device).eval()
-
-
 # ----------------------------------------------------------------------------------------------------------- loop
-def _check_resume(saved: dict, cfg: TrainConfig, path: Path) -> None:
-    now = to_dict(cfg)
-    diff = sorted(k for k in now if k not in RESUMABLE and saved.get(k) != now[k])
-    if diff:
-        raise ValueError(f"{path} was trained with other settings ({', '.join(diff)}): resume with the same config, "
+def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
+    """Refuse a checkpoint trained with other settings (paths aside; the dataset by content) or past cfg.steps."""
+    changes = config_changes(state["config"], to_dict(cfg), RESUMABLE | PATHS)
+    old, new = state.get("data"), data_fingerprint(cfg.data_dir)
+    if old and new and old != new:
+        changes.append(f"data_dir: {state['config'].get('data_dir')!r} -> {cfg.data_dir!r} holds other episodes "
+                       f"(dataset fingerprint {old[:12]} -> {new[:12]})")
+    if changes:
+        raise ValueError(f"{path} was trained with other settings ({'; '.join(changes)}): resume with its values, "
                          "or pass another out_dir to start a new run")
+    if cfg.steps < state["step"]:
+        raise ValueError(f"{path} is at step {state['step']} but steps={cfg.steps}: a run cannot go back; pass "
+                         f"steps >= {state['step']}, or another out_dir to start a new run")
+
+
+def resume(cfg: TrainConfig, out: Path, model: Denoiser, ema: Denoiser, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[int, Path | None, dict | None]:
+    """Load out's newest good checkpoint into model, EMA, optimizer and scheduler after _check_resume; returns
+    (step, checkpoint, its state: the scaler and RNG are restored later), or (0, None, None) for a fresh run."""
+    found = read_latest(out)
+    if found is None:
+        if steps_on_disk(out):
+            warnings.warn(f"{out}: no checkpoint is readable, training starts again from step 0", CheckpointWarning, 2)
+        return 0, None, None
+    path, state = found
+    _check_resume(state, cfg, path)
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(optimizer_state(state["optimizer"]))
+    scheduler.load_state_dict(state["scheduler"])
+    return state["step"], path, state
 
 
 def _log_rows(path: Path, upto: int) -> None:
@@ -383,116 +348,144 @@ def _log_rows(path: Path, upto: int) -> None:
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait", "seconds"]
 
 
-def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> dict:
-    """Train one stage to cfg.steps optimizer steps, resuming from out_dir's latest checkpoint; returns a summary.
+@dataclass
+class LogMeter:
+    """The running sums behind each log.csv row (LOG_FIELDS) since the previous one."""
 
-    Runs as one process or under accelerate launch / notebook_launcher (each process sees its rank through
-    accelerate). `callback(row)` gets every log row on the main process (live loss curves).
-    """
+    path: Path  # log.csv
+    samples_per_step: int  # windows per optimizer step, all processes
+    t0: float = field(default_factory=time.perf_counter)  # start of this (possibly resumed) run, seconds
+    t_last: float = field(default_factory=time.perf_counter)  # time of the previous row, seconds
+    steps: int = 0  # optimizer steps since the previous row
+    waited: float = 0.0  # seconds spent waiting for the loader since the previous row
+    loss_sum: float = 0.0  # sum of the step losses since the previous row
+
+    def add(self, loss: float, waited: float) -> None:
+        """Count one optimizer step."""
+        self.steps, self.loss_sum, self.waited = self.steps + 1, self.loss_sum + loss, self.waited + waited
+
+    def row(self, step: int, lr: float, grad_norm: float) -> dict:
+        """The row of the steps since the previous one (and start the next)."""
+        now = time.perf_counter()
+        span = now - self.t_last
+        row = {"step": step, "loss": self.loss_sum / self.steps, "lr": lr, "grad_norm": grad_norm,
+               "samples_per_s": self.steps * self.samples_per_step / span, "data_wait": self.waited / span,
+               "seconds": now - self.t0}
+        self.t_last, self.steps, self.waited, self.loss_sum = now, 0, 0.0, 0.0
+        return row
+
+    def write(self, row: dict) -> None:
+        """Append a row to log.csv (with the header when the file is new)."""
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def accelerator(cfg: TrainConfig) -> Accelerator:
+    """accelerate's Accelerator for cfg (forgetting a previous single-process run's settings)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    device = resolve_device(cfg.device)
     if AcceleratorState._shared_state and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # one process (a notebook training a second model, maybe in bf16 after fp32): accelerate's state is a
         # process-wide singleton that refuses new settings, so forget the previous run's (no process group here)
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=device.type == "cpu",
-                      step_scheduler_with_optimizer=False)
-    out = resolve(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)  # initial weights: the same on every rank
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=resolve_device(cfg.device).type == "cpu",
+                       step_scheduler_with_optimizer=False)
+
+
+def build(cfg: TrainConfig) -> tuple[Denoiser, Denoiser, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Fresh model (every RNG seeded from cfg.seed: the same weights on every rank), EMA, AdamW and warm-up."""
+    seed_everything(cfg.seed)
     model = Denoiser(cfg.unet, cfg.denoiser_edm)
     ema = Denoiser(cfg.unet, cfg.denoiser_edm).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps))
-    step = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        _check_resume(state["config"], cfg, ckpt)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        step = state["step"]
+    return model, ema, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps))
+
+
+def forward_backward(acc: Accelerator, model: torch.nn.Module, batches: Iterator[dict], cfg: TrainConfig,
+                     step: int) -> tuple[torch.Tensor, float]:
+    """The grad_accum micro-batches of one optimizer step; returns (loss averaged over processes, seconds waited)."""
+    loss_fn = dynamics_loss if cfg.stage == "dynamics" else upsampler_loss
+    total, waited = torch.zeros((), device=acc.device), 0.0
+    for micro in range(cfg.grad_accum):
+        t_wait = time.perf_counter()
+        batch = to_device(next(batches), acc.device)
+        waited += time.perf_counter() - t_wait
+        g = generator(cfg, step * cfg.grad_accum + micro, acc.process_index, acc.device)
+        sync = acc.no_sync(model) if micro < cfg.grad_accum - 1 else contextlib.nullcontext()
+        with acc.autocast(), sync:
+            total += loss_fn(model, batch, cfg, g, lambda x: acc.backward(x / cfg.grad_accum))
+    return acc.reduce(total / cfg.grad_accum, reduction="mean"), waited
+
+
+def check_finite(loss: torch.Tensor, step: int, cfg: TrainConfig, last_good: Path | None) -> None:
+    """Raise TrainingDiverged on a NaN/inf loss, naming the last good checkpoint."""
+    if not torch.isfinite(loss):
+        where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1} ({cfg.out_dir}); {where}. "
+                               "Lower lr, use bf16 instead of fp16, or check the data (piwm_lib.collect check).")
+
+
+def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> dict:
+    """Train one stage to cfg.steps optimizer steps, resuming from out_dir's newest good checkpoint; returns a summary.
+
+    Runs as one process or under accelerate launch / notebook_launcher (each process sees its rank through
+    accelerate). `callback(row)` gets every log row on the main process (live loss curves).
+    """
+    acc = accelerator(cfg)
+    out = resolve(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, ema, optimizer, scheduler = build(cfg)
+    step, last_good, state = resume(cfg, out, model, ema, optimizer, scheduler)
     if acc.is_main_process:
         save_json(cfg, out / "config.json")
         _log_rows(out / "log.csv", step)
     if cfg.compile:
         model.net.compile()  # in place: state_dict keys stay those of the plain module
     model, optimizer = acc.prepare(model, optimizer)
-    if ckpt is not None and state.get("scaler") is not None and acc.scaler is not None:
+    if state is not None and state.get("scaler") is not None and acc.scaler is not None:
         acc.scaler.load_state_dict(state["scaler"])
     ema.to(acc.device)
     raw = acc.unwrap_model(model)
-    data = windows(cfg)
-    batches = iter(loader(cfg, data, acc.process_index, acc.num_processes, step * cfg.grad_accum,
+    batches = iter(loader(cfg, windows(cfg), acc.process_index, acc.num_processes, step * cfg.grad_accum,
                           pin=acc.device.type == "cuda"))
-    loss_fn = dynamics_loss if cfg.stage == "dynamics" else upsampler_loss
-    last_good = ckpt
+    if state is not None:
+        set_rng_state(state["rng"])  # after the loader drew its seed, as the uninterrupted run had before saving
+    meter = LogMeter(out / "log.csv", cfg.batch_size * cfg.grad_accum * acc.num_processes)
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.stage} {cfg.model}", unit="step",
                disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
-    log = (out / "log.csv")
-    t0, t_last, done_since_log, waited, loss_sum, summary = time.perf_counter(), time.perf_counter(), 0, 0.0, 0.0, {}
-    while step < cfg.steps:
-        model.train()
-        total = torch.zeros((), device=acc.device)
-        for micro in range(cfg.grad_accum):
-            m = step * cfg.grad_accum + micro
-            t_wait = time.perf_counter()
-            batch = to_device(next(batches), acc.device)
-            waited += time.perf_counter() - t_wait
-            g = generator(cfg, m, acc.process_index, acc.device)
-            sync = micro == cfg.grad_accum - 1
-            with acc.autocast():
-                if sync:
-                    total += loss_fn(model, batch, cfg, g, lambda x: acc.backward(x / cfg.grad_accum))
-                else:
-                    with acc.no_sync(model):
-                        total += loss_fn(model, batch, cfg, g, lambda x: acc.backward(x / cfg.grad_accum))
-        loss = acc.reduce(total / cfg.grad_accum, reduction="mean")
-        if not torch.isfinite(loss):
-            bar.close()
-            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1} ({cfg.out_dir}); {where}. "
-                                   "Lower lr, use bf16 instead of fp16, or check the data (piwm_lib.collect check).")
-        grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema_update(ema, raw, cfg.ema_decay, step)
-        step += 1
-        done_since_log += 1
-        loss_sum += float(loss)
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            now = time.perf_counter()
-            row = {"step": step, "loss": loss_sum / done_since_log, "lr": scheduler.get_last_lr()[0],
-                   "grad_norm": float(grad_norm),
-                   "samples_per_s": done_since_log * cfg.batch_size * cfg.grad_accum * acc.num_processes
-                   / (now - t_last), "data_wait": waited / (now - t_last), "seconds": now - t0}
-            t_last, done_since_log, waited, loss_sum = now, 0, 0.0, 0.0
-            if acc.is_main_process:
-                new = not log.exists()
-                with log.open("a", newline="") as f:
-                    w = csv.DictWriter(f, LOG_FIELDS)
-                    if new:
-                        w.writeheader()
-                    w.writerow(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if callback is not None:
-                    callback(row)
-            summary = row
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            if acc.is_main_process:
-                last_good = save_checkpoint(out, step, raw, ema, optimizer, scheduler, acc.scaler, cfg,
-                                            cfg.keep_ckpts, acc.num_processes)
-            acc.wait_for_everyone()
-    bar.close()
+    summary = {}
+    with contextlib.closing(bar):
+        while step < cfg.steps:
+            model.train()
+            loss, waited = forward_backward(acc, model, batches, cfg, step)
+            check_finite(loss, step, cfg, last_good)
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema_update(ema, raw, cfg.ema_decay, step)
+            step += 1
+            meter.add(float(loss), waited)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                summary = meter.row(step, scheduler.get_last_lr()[0], float(grad_norm))
+                if acc.is_main_process:
+                    meter.write(summary)
+                    bar.set_postfix(loss=f"{summary['loss']:.4f}")
+                    if callback is not None:
+                        callback(summary)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if acc.is_main_process:
+                    last_good = save_checkpoint(out, step, raw, ema, optimizer, scheduler, acc.scaler, cfg,
+                                                cfg.keep_ckpts, acc.num_processes)
+                acc.wait_for_everyone()
     acc.wait_for_everyone()
     return {"step": step, "checkpoint": str(latest_checkpoint(out)), "processes": acc.num_processes, **summary}
 
@@ -534,26 +527,34 @@ def main(argv: list[str] | None = None) -> int:
             data[key] = json.loads(value)
         except json.JSONDecodeError:
             data[key] = value
-    summary = train(config_from_dict(data))
+    try:
+        summary = train(config_from_dict(data))
+    except ValueError as e:  # a refused resume or a bad setting: one clear line, no traceback
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0":  # one summary line, from the main process
         print(json.dumps(summary), flush=True)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def ensure_world_model(model_dir: str | Path, data_dir: str | Path, fallback_dir: str | Path, steps: int = 20,
-                       seed: int = 0, device: str = "cpu",
-                       upsampler_dir: str | Path | None = None) -> tuple[Denoiser, Denoiser, TrainConfig, Path]:
+                       seed: int = 0, device: str = "cpu", upsampler_dir: str | Path | None = None,
+                       pretrained: str = "") -> tuple[Denoiser, Denoiser, TrainConfig, Path]:
     """The EMA dynamics model and upsampler of a notebook-03 run folder (the upsampler from `upsampler_dir`'s run when
-    given: it needs no mask, so runs of one size can share it); when it has no trained model, train a micro world
-    model for `steps` steps into `fallback_dir` (so a later notebook runs on its own), or raise when `steps` is 0.
+    given: it needs no mask, so runs of one size can share it); when it has no trained model, the shipped model
+    `pretrained` (piwm_lib.pretrained) when given, else a micro world model trained for `steps` steps into
+    `fallback_dir` (so a later notebook runs on its own), or raise when `steps` is 0.
     Returns (dynamics, upsampler, the dynamics TrainConfig, the folder used)."""
     model_dir = resolve(model_dir)
     up_dir = resolve(upsampler_dir) if upsampler_dir else model_dir
     if latest_checkpoint(model_dir / "dynamics") is None or latest_checkpoint(up_dir / "upsampler") is None:
+        if pretrained:
+            from .pretrained import SHIPPED, load_shipped
+            dyn, meta = load_shipped(pretrained, device)
+            print(f"{model_dir} has no trained world model: using the shipped model {pretrained} "
+                  f"({meta['config']['model']}, {meta['config']['mask']['kind']} mask, {meta['step']} steps)")
+            up = load_shipped(meta["upsampler"], device)[0]
+            return dyn, up, config_from_dict(meta["config"]), SHIPPED / pretrained
         if steps <= 0:
             raise FileNotFoundError(f"no trained world model: {model_dir / 'dynamics'} or {up_dir / 'upsampler'} has "
                                     "no checkpoint; run notebook 03 for it first (or allow fallback steps > 0)")
@@ -568,3 +569,7 @@ def ensure_world_model(model_dir: str | Path, data_dir: str | Path, fallback_dir
     dyn = load_denoiser(model_dir / "dynamics", ema=True, device=device)
     up = load_denoiser(up_dir / "upsampler", ema=True, device=device)
     return dyn, up, load_config(model_dir / "dynamics" / "config.json"), model_dir
+
+
+if __name__ == "__main__":
+    sys.exit(main())

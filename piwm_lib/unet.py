@@ -14,30 +14,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .validate import NonNegInt, PosFloat, PosInt, check_fields, require
+
 
 @dataclass(frozen=True)
 class UNetConfig:
     """U-Net of the denoiser F (DIAMOND, arXiv 2405.12399; sizes from PIWM, arXiv 2509.12437)."""
 
-    channels: tuple[int, ...] = (32, 32, 64, 64)  # feature channels per level, finest first; one level per entry
-    blocks_per_level: int = 2  # residual blocks per level on the way down (the way up has one more per level)
-    attn_levels: tuple[int, ...] = (3,)  # level indices (0 = finest) whose residual blocks end in self-attention
+    channels: tuple[PosInt, ...] = (32, 32, 64, 64)  # feature channels per level, finest first; one level per entry
+    blocks_per_level: PosInt = 2  # residual blocks per level on the way down (the way up has one more per level)
+    attn_levels: tuple[NonNegInt, ...] = (3,)  # level indices (0 = finest) whose residual blocks end in self-attention
     mid_attn: bool = True  # the two middle blocks (deepest resolution) end in self-attention
-    cond_dim: int = 128  # width of the conditioning vector (noise level + actions) feeding every AdaGN
-    n_fourier: int = 64  # Fourier features of c_noise (cos and sin of n_fourier / 2 fixed random frequencies)
-    fourier_std: float = 1.0  # std of those frequencies, in cycles per unit of c_noise = ln(sigma~) / 4
+    cond_dim: PosInt = 128  # width of the conditioning vector (noise level + actions) feeding every AdaGN
+    n_fourier: PosInt = 64  # Fourier features of c_noise (cos and sin of n_fourier / 2 fixed random frequencies)
+    fourier_std: PosFloat = 1.0  # std of those frequencies, in cycles per unit of c_noise = ln(sigma~) / 4
     context_noise_cond: bool = True  # add Fourier features of the context frames' noise level c_noise_ctx (no params)
-    n_actions: int = 5  # discrete actions (HighwayEnv DiscreteMetaAction); 0 = no action conditioning
+    n_actions: NonNegInt = 5  # discrete actions (HighwayEnv DiscreteMetaAction); 0 = no action conditioning
     action_before_mlp: bool = True  # actions embedded into the MLP's input (DIAMOND csgo); False: added after it
-    n_context: int = 4  # context frames in the input (upsampler: 2 = previous full-res frame, bicubic upsample)
+    n_context: PosInt = 4  # context frames in the input (upsampler: 2 = previous full-res frame, bicubic upsample)
     use_mask: bool = True  # one mask channel between the context frames and the noisy target
-    image_channels: int = 3  # channels of one frame (RGB)
-    head_dim: int = 32  # channels per attention head (attention levels need channels divisible by it)
-    max_groups: int = 32  # group norm groups = gcd(channels, max_groups)
+    image_channels: PosInt = 3  # channels of one frame (RGB)
+    head_dim: PosInt = 32  # channels per attention head (attention levels need channels divisible by it)
+    max_groups: PosInt = 32  # group norm groups = gcd(channels, max_groups)
 
     def __post_init__(self) -> None:
-        if len(self.channels) < 1 or self.blocks_per_level < 1:
-            raise ValueError("UNetConfig needs at least one level and one block per level")
+        check_fields(self)
+        require(len(self.channels) >= 1, f"UNetConfig.channels must list at least one level, got {self.channels}")
         bad = [i for i in self.attn_levels if not 0 <= i < len(self.channels)]
         if bad:
             raise ValueError(f"UNetConfig.attn_levels {bad} outside 0..{len(self.channels) - 1}")

@@ -4,6 +4,7 @@ open-loop rollouts under logged actions next to the ground truth (PIWM / DIAMOND
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from .edm import Denoiser
 from .frames import from_model, to_model, upsample
 from .masks import MaskConfig, make_mask
 from .sampler import PRESETS, SamplerConfig, sample
+from .validate import check_fields
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,10 @@ class WorldModelConfig:
     upsampler: SamplerConfig = field(default_factory=lambda: PRESETS["fast"][1])  # sampler of the x5 upsampler
     mask: MaskConfig = field(default_factory=MaskConfig)  # kind must match the trained model; inference weights
     warm_start: bool = False  # PIWM Warm Start for both models (overrides the samplers' flag; their warm_* apply)
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast of both networks; the samplers' arithmetic stays fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of both networks (the samplers' arithmetic stays fp32)
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"WorldModelConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        check_fields(self)
 
 
 def with_warm_start(cfg: WorldModelConfig, on: bool) -> WorldModelConfig:

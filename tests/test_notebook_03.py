@@ -18,4 +18,6 @@ def test_03_train_edm_with_a_parameters_file(tmp_path):
     assert set(m["psnr_denoised"]) == {"0.5", "2.0"} and all(math.isfinite(v) for v in m["psnr_denoised"].values())
     assert set(m["upsampler_psnr"]) == {"bicubic", "upsampler, one step at sigma 0.5"}
     runs = tmp_path / "runs" / "03_train_edm" / "pm"
-    assert (runs / "dynamics" / "ckpt_00000006.pt").exists() and (runs / "upsampler" / "ckpt_00000002.pt").exists()
+    dyn = runs / "dynamics" / "ckpt_00000006"
+    assert dyn.with_suffix(".safetensors").exists() and dyn.with_suffix(".json").exists()
+    assert (runs / "upsampler" / "ckpt_00000002.safetensors").exists() and not list(runs.glob("*/*.pt"))

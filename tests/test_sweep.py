@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
+from piwm_lib.checkpoint import write_checkpoint
 from piwm_lib.sweep import SweepConfig, config_from_file, plan, run_sweep, status
 
 TINY_TRAIN = {"AR_STEPS": 2, "BATCH_SIZE": 2, "STEPS": 3, "UP_STEPS": 1, "LOSS_SIGMAS": 2, "SIGMAS": [1.0]}
@@ -41,8 +43,7 @@ def test_plan_reuses_a_finished_run_and_its_upsampler(tmp_path, monkeypatch):
     monkeypatch.setenv("PIWM_RUNS_DIR", str(tmp_path))
     up = tmp_path / "03_train_edm" / "course" / "upsampler"
     up.mkdir(parents=True)
-    (up / "latest.json").write_text(json.dumps({"checkpoint": "ckpt_00000001.pt", "step": 1}))
-    (up / "ckpt_00000001.pt").write_bytes(b"x")
+    write_checkpoint(up, 1, {"step": 1, "ema": {"w": torch.zeros(1)}}, keep=1)  # a (minimal) good checkpoint
     cfg = SweepConfig(name="r", grids=[{"model": ["tiny"], "mask": ["none", "soft"], "start": ["warm"]}],
                       reuse={"tiny/soft": "course"})
     cells = plan(cfg)
@@ -61,7 +62,7 @@ def test_plan_reuses_a_finished_run_and_its_upsampler(tmp_path, monkeypatch):
     (dict(grids=[{"model": ["tiny"], "mask": ["soft"], "start": []}]), "non-empty"),
     (dict(train={"MASK": "soft"}), "MASK"),
     (dict(reuse={"tiny/foggy": "x"}), "foggy"),
-    (dict(name="a/b"), "folder name"),
+    (dict(name="a/b"), "plain name"),
 ])
 def test_bad_sweep_configs_are_refused_naming_the_problem(kw, match):
     with pytest.raises(ValueError, match=match):
