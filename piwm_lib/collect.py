@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import multiprocessing as mp
 import os
+import queue
 import shutil
+import signal
 import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +24,11 @@ from .configs import save_json, to_dict
 from .dataset import DATASET_FILE, read_manifest, write_index
 from .frames import resize_uint8
 from .runs import resolve
-from .storage import EpisodeWriter, episode_name
+from .storage import EpisodeBusyError, EpisodeWriter, disk_full_text, episode_name, remove_stale_temp
+
+os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")  # else SDL (pygame) swallows SIGTERM: a killed run would go on
+PR_SET_PDEATHSIG = 1  # Linux prctl option: the signal a process gets when its parent dies
+_progress = None  # a worker's progress queue (set by _init_worker)
 
 
 @dataclass(frozen=True)
@@ -32,15 +40,13 @@ class CollectConfig:
     first_episode: int = 0  # index of the first episode (env seed = seed + episode index)
     seed: int = 0  # the one seed of the dataset
     workers: int = 1  # worker processes on this machine (the data does not depend on it)
-    test_fraction: float = 0.1  # the last 10% of episode indices form the test split (paper: 200 of 2,000)
+    test_fraction: float = 0.1  # every 10th episode is test, from episode 1 (dataset.split_of; paper: 200 of 2,000)
     env: E.EnvConfig = field(default_factory=E.EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self) -> None:
-        if self.episodes < 1 or self.workers < 1 or self.first_episode < 0:
-            raise ValueError("CollectConfig: need episodes >= 1, workers >= 1 and first_episode >= 0")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"CollectConfig.test_fraction must be in [0, 1), got {self.test_fraction}")
+        from .validate import check_fields  # types of the annotations, and these ranges
+        check_fields(self, episodes=">= 1", first_episode=">= 0", seed=">= 0", workers=">= 1", test_fraction="[0, 1)")
 
 
 def manifest(cfg: CollectConfig) -> dict:
@@ -92,10 +98,19 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
     return {"episode": index, "frames": n, "crashed": bool(crashed)}
 
 
-def _worker(args: tuple) -> dict:
+def _init_worker(progress, parent: int) -> None:
+    """Worker initializer: keep the progress queue, and die with the parent even when it is SIGKILLed (Linux)."""
+    global _progress
+    _progress = progress
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _worker(out: str, index: int, cfg: CollectConfig) -> dict:
     """Pool entry point."""
-    out, index, cfg, queue = args
-    return collect_episode(Path(out), index, cfg, queue)
+    return collect_episode(Path(out), index, cfg, _progress)
 
 
 def rank_world() -> tuple[int, int]:
@@ -109,9 +124,10 @@ def todo(out: Path, cfg: CollectConfig, rank: int = 0, world: int = 1) -> list[i
     return [i for i in mine if not (out / episode_name(i)).exists()]
 
 
-def prepare(out: Path, cfg: CollectConfig, clean: bool = True) -> None:
+def prepare(out: Path, cfg: CollectConfig, clean: bool = True, wait_s: float = 5.0) -> None:
     """Create `out` with its dataset.json, or check that an existing one has the same settings; with `clean`, drop
-    the temp files of episodes that were in flight when an earlier run was killed."""
+    the temp files of episodes that were in flight when an earlier run was killed (a writer still alive gets `wait_s`
+    seconds to finish or die, then EpisodeBusyError names its file)."""
     out.mkdir(parents=True, exist_ok=True)
     want = manifest(cfg)
     if (out / DATASET_FILE).exists():
@@ -122,8 +138,8 @@ def prepare(out: Path, cfg: CollectConfig, clean: bool = True) -> None:
                              f"choose another folder or delete it")
     else:
         save_json(want, out / DATASET_FILE)
-    for tmp in out.glob("*.tmp") if clean else ():
-        tmp.unlink()
+    for tmp in sorted(out.glob("*.tmp")) if clean else ():
+        remove_stale_temp(tmp, wait_s)
 
 
 def collect(cfg: CollectConfig, progress: bool = True, rank: int | None = None, world: int | None = None,
@@ -150,11 +166,7 @@ def collect(cfg: CollectConfig, progress: bool = True, rank: int | None = None, 
         for i in jobs:
             bar.update(collect_episode(out, i, cfg)["frames"])
     else:
-        ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager, ctx.Pool(cfg.workers) as pool:
-            queue = manager.Queue()
-            pending = pool.imap_unordered(_worker, [(str(out), i, cfg, queue) for i in jobs])
-            _drain(pending, queue, bar, len(jobs))
+        _run_pool(out, jobs, cfg, bar)
     bar.close()
     barrier()
     if rank == 0 or per_rank_dirs:
@@ -183,18 +195,50 @@ def _barrier():
     return dist.barrier
 
 
-def _drain(pending, queue, bar, n_jobs: int) -> list[dict]:
-    """Collect pool results while forwarding per-frame progress from the workers to the bar."""
-    results: list[dict] = []
-    it = iter(pending)
-    while len(results) < n_jobs:
+def _run_pool(out: Path, jobs: list[int], cfg: CollectConfig, bar) -> None:
+    """Collect episodes `jobs` with cfg.workers spawned processes, which die with this one; on any error the
+    running episodes are stopped (a rerun drops their temp files) and the error is raised here."""
+    ctx = mp.get_context("spawn")
+    progress = ctx.Queue()
+    pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=(progress, os.getpid()))
+    try:
+        _drain([pool.submit(_worker, str(out), i, cfg) for i in jobs], progress, bar)
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+    _forward(progress, bar)
+
+
+def _drain(futures: list[Future], progress, bar) -> None:
+    """Wait for every episode while forwarding per-frame progress from the workers to the bar; re-raise a failure
+    (a worker that died abruptly raises BrokenProcessPool)."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        for f in done:
+            f.result()
+        _forward(progress, bar)
+
+
+def _forward(progress, bar) -> None:
+    """Move the frame counts queued by the workers to the bar."""
+    while True:
         try:
-            results.append(it.next(timeout=0.2))
-        except mp.TimeoutError:
-            pass
-        while not queue.empty():
-            bar.update(queue.get())
-    return results
+            bar.update(progress.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued episodes and kill the running ones now (SIGKILL: no library handler can delay it)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # private; Python 3.14 has kill_workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.join()
+    pool.shutdown()
 
 
 def merge(out: str | Path, sources: list[str | Path], move: bool = False) -> Path:
@@ -272,8 +316,29 @@ def config_from_args(a: argparse.Namespace) -> CollectConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+    """Command-line entry point; a full disk, a busy episode file or refused settings end in one error line."""
     a = _parse(argv)
+    try:
+        return _run(a)
+    except EpisodeBusyError as e:
+        return _error(str(e), 1)
+    except ValueError as e:
+        return _error(str(e), 2)
+    except Exception as e:  # a full disk, raised here or in a worker
+        message = disk_full_text(e, a.root if a.cmd == "check" else a.out)
+        if message is None:
+            raise
+        return _error(message, 1)
+
+
+def _error(message: str, code: int) -> int:
+    """Print `message` as the command's one error line; return `code`."""
+    print(f"python -m piwm_lib.collect: error: {message}", file=sys.stderr)
+    return code
+
+
+def _run(a: argparse.Namespace) -> int:
+    """Run one parsed command; returns the exit code."""
     if a.cmd == "run":
         cfg = config_from_args(a)
         collect(cfg, progress=not a.no_progress, per_rank_dirs=a.per_rank_dirs)
@@ -286,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, errs in problems.items():
         for e in errs:
             print(f"BROKEN {path}: {e}")
-    print(f"{a.root}: {'all episodes OK' if not problems else f'{len(problems)} broken episode file(s)'}")
+    print(f"{a.root}: {'all episodes OK' if not problems else f'{len(problems)} broken file(s)'}")
     return 1 if problems else 0
 
 

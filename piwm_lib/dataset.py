@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -17,42 +19,63 @@ from .storage import CorruptEpisodeError, Episode
 
 DATASET_FILE = "dataset.json"  # settings shared by every episode (seed, env, agent)
 INDEX_FILE = "index.json"  # episodes, lengths and split
+SPLIT_RULE = "episode k is test when ceil(k * test_fraction) > ceil((k - 1) * test_fraction)"  # see split_of
 
 
 def read_manifest(root: str | Path) -> dict:
-    """The dataset.json of `root`, with a clear error when it is missing."""
+    """The dataset.json of `root`, with a clear error when it is missing or damaged (ValueError naming it)."""
     path = Path(root) / DATASET_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {root} is not a collected dataset (run piwm_lib.collect first)")
-    return json.loads(path.read_text())
+    try:
+        man = json.loads(path.read_bytes())
+        if not isinstance(man, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:  # bad JSON, bad UTF-8, or not an object
+        raise ValueError(f"{path} is damaged ({e}); restore it, or delete it and rerun the collection with the "
+                         "dataset's settings to rewrite it") from None
+    return man
+
+
+def split_of(episode: int, test_fraction: float) -> str:
+    """'test' for episodes 1, 1 + 1/f, 1 + 2/f, ... else 'train': episodes 0..n-1 hold ceil((n - 1) f) test
+    episodes (both splits non-empty from n = 2 on), and adding episodes never moves one to the other split."""
+    f = Fraction(str(test_fraction))  # exact: 30 * 0.1 must not round up to 3.0000000000000004
+    return "test" if episode >= 1 and math.ceil(episode * f) > math.ceil((episode - 1) * f) else "train"
+
+
+def index_row(path: Path) -> dict:
+    """One index.json row; reads every chunk of the file (checksums), raising CorruptEpisodeError naming it."""
+    with Episode(path) as ep:
+        ep.verify()
+        states = ep.read("states")
+        ids = ep.read("vehicle_ids")
+        commands, lane_changes = action_stats(ep.read("actions"), states)
+        return {"file": path.name, "episode": int(ep.attrs["episode"]), "frames": ep.n_frames,
+                "crashed": bool(ep.attrs.get("crashed", False)),
+                "cars_in_view": round(float(cars_in_view(states, ep.meta("env_config")).mean()), 3),
+                "vehicles_seen": int(len(np.unique(ids))), "bytes": path.stat().st_size,
+                "commands": commands, "lane_changes": lane_changes}
 
 
 def write_index(root: str | Path) -> dict:
-    """Scan the episode files of `root` and write index.json (the last `test_fraction` of episodes are test)."""
+    """Scan and verify the episode files of `root` and write index.json: readable episodes with their split
+    (split_of), unreadable files under "broken"."""
     root = Path(root)
     man = read_manifest(root)
     rows, broken = [], []
     for path in sorted(root.glob("episode_*.h5")):
         try:
-            with Episode(path) as ep:
-                states = ep.read("states")
-                ids = ep.read("vehicle_ids")
-                commands, lane_changes = action_stats(ep.read("actions"), states)
-                rows.append({"file": path.name, "episode": int(ep.attrs["episode"]), "frames": ep.n_frames,
-                             "crashed": bool(ep.attrs.get("crashed", False)),
-                             "cars_in_view": round(float(cars_in_view(states, ep.meta("env_config")).mean()), 3),
-                             "vehicles_seen": int(len(np.unique(ids))), "bytes": path.stat().st_size,
-                             "commands": commands, "lane_changes": lane_changes})
+            rows.append(index_row(path))
         except CorruptEpisodeError as e:
             broken.append({"file": path.name, "error": str(e)})
-    n_test = round(man["test_fraction"] * len(rows))
-    if man["test_fraction"] > 0 and len(rows) >= 2:
-        n_test = min(max(n_test, 1), len(rows) - 1)  # both splits non-empty
-    for k, row in enumerate(rows):
-        row["split"] = "test" if k >= len(rows) - n_test else "train"
+        except Exception as e:  # anything else a damaged file makes HDF5 or our decoding raise
+            broken.append({"file": path.name, "error": str(CorruptEpisodeError(path, f"{type(e).__name__}: {e}"))})
+    for row in rows:
+        row["split"] = split_of(row["episode"], man["test_fraction"])
     frames = sum(r["frames"] for r in rows)
     per100 = 100.0 / max(frames, 1)
-    index = {"episodes": rows, "broken": broken, "frames": frames,
+    index = {"split_rule": SPLIT_RULE, "episodes": rows, "broken": broken, "frames": frames,
              "bytes_per_frame": round(sum(r["bytes"] for r in rows) / max(frames, 1), 1),
              "commands_per_100_frames": {a: round(sum(r["commands"][a] for r in rows) * per100, 2) for a in ACTIONS},
              "lane_changes_per_100_frames": round(sum(r["lane_changes"] for r in rows) * per100, 2)}
@@ -73,16 +96,24 @@ def cars_in_view(states: np.ndarray, env_config: dict) -> np.ndarray:
     return in_view(states, env_config["screen_width"], env_config["screen_height"])[:, 1:].sum(axis=1)
 
 
+def _read_index(path: Path) -> dict:
+    """index.json as a dict; {} when it is missing or damaged (the caller rebuilds it from the episode files)."""
+    try:
+        index = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
 class Dataset:
     """A collected dataset folder: manifest and index; episodes open lazily, a broken file does not stop the rest."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
-        path = self.root / INDEX_FILE
-        if not path.exists():
-            write_index(self.root)
-        self.index = json.loads(path.read_text())
+        self.index = _read_index(self.root / INDEX_FILE)
+        if self.index.get("split_rule") != SPLIT_RULE:  # missing, damaged, or written before the split was stable
+            self.index = write_index(self.root)
 
     def episodes(self, split: str | None = None) -> list[dict]:
         """Index rows, optionally of one split ('train' or 'test')."""
@@ -175,13 +206,20 @@ class WindowDataset(torch.utils.data.Dataset):
 
 
 def check_episode(path: str | Path, sample_every: int = 1) -> list[str]:
-    """Every problem found in one episode file (empty when it is sound): shapes, dtypes, lengths, states vs frames."""
+    """Every problem found in one episode file (empty when it is sound): unreadable metadata or chunks, shapes,
+    dtypes, lengths, states vs frames. Never raises on a damaged file."""
     try:
-        ep = Episode(path)
+        return _check_episode(path, sample_every)
     except CorruptEpisodeError as e:
         return [str(e)]
+    except Exception as e:  # HDF5 raises many types on damaged files; report, never crash the whole check
+        return [str(CorruptEpisodeError(path, f"{type(e).__name__}: {e}"))]
+
+
+def _check_episode(path: str | Path, sample_every: int) -> list[str]:
+    """check_episode's checks; a damaged file may raise anything."""
     problems: list[str] = []
-    with ep:
+    with Episode(path) as ep:
         try:
             cfg = ep.meta("env_config")
             n = ep.n_frames
@@ -195,6 +233,7 @@ def check_episode(path: str | Path, sample_every: int = 1) -> list[str]:
                     problems.append(f"{key} is {ds.shape} {ds.dtype}, expected {shape} {np.dtype(dtype)}")
             if problems:
                 return problems
+            ep.read("vehicle_ids")  # checksums of the one dataset the checks below do not decode
             actions = ep.read("actions")
             if actions.size and (actions.min() < 0 or actions.max() > 4):
                 problems.append(f"actions outside 0..4: {sorted(set(actions.tolist()))}")
@@ -230,8 +269,11 @@ def _check_frames(ep: Episode, states: np.ndarray, cfg: dict, sample_every: int)
 def check_dataset(root: str | Path, progress: bool = True) -> dict[str, list[str]]:
     """Check every episode file of a dataset; returns {file: problems} for the broken ones only."""
     root = Path(root)
-    read_manifest(root)
     out = {}
+    try:
+        read_manifest(root)
+    except ValueError as e:
+        out[str(root / DATASET_FILE)] = [str(e)]
     for path in tqdm(sorted(root.glob("episode_*.h5")), desc="check", unit="episode", disable=not progress):
         problems = check_episode(path)
         if problems:

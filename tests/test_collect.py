@@ -36,7 +36,7 @@ def test_worker_count_does_not_change_the_data(small_dataset, tmp_path):
 
 def test_index_split_and_stats(small_dataset):
     ds = Dataset(small_dataset)
-    assert [r["split"] for r in ds.episodes()] == ["train", "train", "test"]
+    assert [r["split"] for r in ds.episodes()] == ["train", "test", "train"]  # split_of: episode 1 is test
     assert all(r["frames"] == 30 and r["cars_in_view"] > 1 for r in ds.episodes())
     assert ds.index["bytes_per_frame"] < 10_000
     rows = ds.episodes()
