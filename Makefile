@@ -1,6 +1,7 @@
 # PIWM course. Every target bootstraps .venv when it is missing.
 #   make course   run every notebook headless (papermill, course profile) into runs/course/
 #   make test     unit tests + notebook tests (nbval)
+#   make pretrained  train (resuming) and export the shipped models of configs/pretrained.yaml into data/pretrained/
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,9 @@ STAMP := $(VENV)/.installed
 PROFILE ?= course
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: course test unit nbtest bench bench-collect bench-read bench-masks bench-train bench-sample nb-refresh clean-venv
+PRETRAINED ?=
+
+.PHONY: pretrained course test unit nbtest bench bench-collect bench-read bench-masks bench-train bench-sample nb-refresh clean-venv
 
 $(STAMP): pyproject.toml
 	@# A machine that already has torch >= 2.4 (e.g. a GPU box) keeps it: the venv then sees system packages.
@@ -32,6 +35,12 @@ course: $(STAMP)
 	    --no-progress-bar || exit 1; \
 	done
 	@echo "course done: executed notebooks in runs/$(PROFILE)/, outputs in runs/, ablation table in runs/06_ablations/$(PROFILE)/results.csv"
+
+pretrained: $(STAMP)
+	@# the deterministic course dataset first (notebook 01, course profile; resumes a killed collection)
+	@[ -f data/course/index.json ] || $(VENV)/bin/papermill notebooks/01_collect_data.ipynb \
+	  runs/course/01_collect_data.ipynb -f configs/course/01.yaml -p RUN_NAME course --cwd notebooks --no-progress-bar
+	nice -n 10 $(PY) -m piwm_lib.pretrained build $(PRETRAINED)
 
 test: $(STAMP)
 	$(PY) -m pytest tests --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)

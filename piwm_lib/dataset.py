@@ -131,15 +131,17 @@ class Dataset:
         return Episode(self.root / row_or_episode["file"])
 
 
-def test_windows(root: str | Path, length: int, max_windows: int = 0, min_windows: int = 2) -> dict[str, np.ndarray]:
+def test_windows(root: str | Path, length: int, max_windows: int = 0, min_windows: int = 2,
+                 prefer_actions: tuple[int, ...] = (), after: int = 0) -> dict[str, np.ndarray]:
     """Non-overlapping windows of `length` frames from the test split, evenly spread when `max_windows` > 0:
     lowres (N, L, 30, 120, 3), frames (N, L, 150, 600, 3) uint8, actions (N, L-1) int64, states (N, L, V, 11),
     episode (N,) (the same windows for every run on the same dataset, so runs compare pairwise); raises naming the
-    numbers when fewer than `min_windows` exist."""
+    numbers when fewer than `min_windows` exist. With `prefer_actions`, windows whose actions from index `after` on
+    contain one of them (e.g. lane-change commands after the context) are taken first (read from the actions only)."""
     ds = Dataset(root)
     cands = [(r, s) for r in ds.episodes("test") for s in range(0, r["frames"] - length + 1, length)]
-    if max_windows and cands:
-        cands = [cands[i] for i in np.unique(np.linspace(0, len(cands) - 1, max_windows).astype(int))]
+    if max_windows and len(cands) > max_windows:
+        cands = choose_windows(ds, cands, length, max_windows, prefer_actions, after)
     if len(cands) < min_windows:
         raise ValueError(f"the test split of {root} has {len(cands)} windows of {length} frames; need {min_windows}: "
                          "lower the horizon or the number of windows, or collect longer test episodes")
@@ -151,6 +153,34 @@ def test_windows(root: str | Path, length: int, max_windows: int = 0, min_window
             out["actions"].append(ep.read("actions", s, s + length - 1).astype(np.int64))
             out["episode"].append(r["episode"])
     return {k: np.stack(v) if k != "episode" else np.array(v) for k, v in out.items()}
+
+
+def spread(items: list, k: int) -> list:
+    """`k` of `items`, evenly spread from the first to the last (all of them when k >= len(items))."""
+    if k <= 0 or not items:
+        return []
+    return [items[j] for j in np.unique(np.linspace(0, len(items) - 1, k).astype(int))]
+
+
+def choose_windows(ds: Dataset, cands: list[tuple[dict, int]], length: int, n: int, prefer: tuple[int, ...],
+                   after: int) -> list[tuple[dict, int]]:
+    """`n` of the candidate (row, start) windows, evenly spread: first over those whose actions[after:] contain one
+    of `prefer`, then over the rest; in dataset order. Reads each episode's actions once, no frames."""
+    hit = [False] * len(cands)
+    if prefer:
+        actions = {}
+        for r in {id(r): r for r, _ in cands}.values():
+            with ds.open(r) as ep:
+                actions[r["file"]] = ep.read("actions")
+        hit = [bool(np.isin(actions[r["file"]][s + after:s + length - 1], prefer).any()) for r, s in cands]
+    return [cands[i] for i in pick(hit, n)]
+
+
+def pick(hit: list[bool], n: int) -> list[int]:
+    """Indices of `n` items, evenly spread over the hits first, then over the others; sorted."""
+    first = [i for i, h in enumerate(hit) if h]
+    rest = [i for i, h in enumerate(hit) if not h]
+    return sorted(spread(first, min(n, len(first))) + spread(rest, n - len(first)))
 
 
 class WindowDataset(torch.utils.data.Dataset):

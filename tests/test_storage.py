@@ -80,3 +80,18 @@ def test_states_that_do_not_match_frames_are_reported(small_dataset, tmp_path):
 def test_missing_dataset_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="run piwm_lib.collect first"):
         Dataset(tmp_path)
+
+
+def test_evaluation_windows_with_a_preferred_action_come_first(small_dataset):
+    from piwm_lib.dataset import pick, test_windows
+    assert pick([False, True, False, True, True, False], 2) == [1, 4]  # the hits, spread
+    assert pick([False, True, False, False, False, False], 3) == [0, 1, 5]  # the one hit, then the rest spread
+    assert pick([False] * 5, 3) == [0, 2, 4]  # no hit: evenly spread, as without a preference
+    plain = test_windows(small_dataset, 5, max_windows=3)
+    with Episode(small_dataset / "episode_000001.h5") as ep:  # the test episode
+        acts = ep.read("actions")
+    hit = [bool(np.isin(acts[s + 2:s + 4], [acts[-1]]).any()) for s in range(0, 26, 5)]
+    chosen = test_windows(small_dataset, 5, max_windows=3, prefer_actions=(int(acts[-1]),), after=2)
+    expect = pick(hit, 3)
+    assert np.array_equal(chosen["actions"], np.stack([acts[5 * i:5 * i + 4] for i in expect]))
+    assert np.array_equal(plain["actions"], np.stack([acts[5 * i:5 * i + 4] for i in pick([False] * 6, 3)]))

@@ -1,0 +1,106 @@
+"""The quality bar of a world model that drives (ours): measured on the course dataset's test windows under the logged
+actions, with the camera-aware metrics of physics.py.
+
+    ego present in >= 98% of generated frames
+    true cars wholly in view matched by a generated car within 4 px: >= 90% over horizons 1-8, >= 80% over 1-16
+    vanish + pop-up away from the borders <= 5 per 100 frames
+    lane-change commands answered in the right direction within 8 frames (read from the road) in >= 80% of cases
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import physics as P
+from .validate import NonNegFloat, PosFloat, PosInt, Prob, check_fields
+
+
+@dataclass(frozen=True)
+class QualityBar:
+    """Thresholds of the bar (ours; see the module docstring)."""
+
+    ego_presence: Prob = 0.98  # share of generated frames with the ego drawn
+    match_px: PosFloat = 4.0  # a true car is kept when a generated car's centre is this close
+    recall: tuple[tuple[PosInt, Prob], ...] = ((8, 0.90), (16, 0.80))  # (horizon, share of true cars kept over 1..h)
+    vanish_popup_per_100: NonNegFloat = 5.0  # cars (dis)appearing away from the borders, per 100 generated frames
+    lane_answered: Prob = 0.80  # share of lane-change commands answered in the right direction within kir_window
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def measure(generated: np.ndarray, truth: np.ndarray, actions: np.ndarray, bar: QualityBar = QualityBar(),
+            cfg: P.PhysicsConfig = P.PhysicsConfig()) -> dict[str, float]:
+    """The bar's figures of generated vs true (N, 1 + H, 150, 600, 3) uint8 sequences (frame 0: the last real
+    context frame) under actions (N, H): recall over each horizon, ego presence, vanish + pop-up per 100 frames,
+    lane-change commands answered (pooled over windows), and the counts behind them."""
+    H = generated.shape[1] - 1
+    out: dict[str, float] = {}
+    for h, _ in bar.recall:
+        if h <= H:
+            s = P.scores(generated[:, :h + 1], truth[:, :h + 1], actions[:, :h], replace(cfg, match_px=bar.match_px))
+            out[f"recall_h{h}"] = float(np.nanmean(s["others_recall"]))
+    s = P.scores(generated, truth, actions, cfg)
+    commands = int(np.sum(s["lane_commands"]))
+    out.update(ego_presence=float(np.mean(s["ego_presence"])),
+               vanish_popup_per_100=float(np.mean(s["vanish_per_100"] + s["popup_per_100"])),
+               lane_answered=float(np.sum(s["lane_answered"]) / commands) if commands else float("nan"),
+               lane_commands=commands, windows=int(generated.shape[0]), horizon=int(H))
+    return out
+
+
+def verdict(figures: dict[str, float], bar: QualityBar = QualityBar()) -> dict[str, bool | None]:
+    """Each criterion of the bar: True (met), False (missed), None (not measurable: no lane command, short horizon)."""
+    def at_least(key: str, need: float) -> bool | None:
+        v = figures.get(key, float("nan"))
+        return None if np.isnan(v) else bool(v >= need)
+
+    out = {f"recall_h{h}": at_least(f"recall_h{h}", need) for h, need in bar.recall}
+    out["ego_presence"] = at_least("ego_presence", bar.ego_presence)
+    out["vanish_popup_per_100"] = bool(figures["vanish_popup_per_100"] <= bar.vanish_popup_per_100)
+    out["lane_answered"] = at_least("lane_answered", bar.lane_answered)
+    return out
+
+
+def measure_model(name: str, data_dir: str = "data/course", windows: int = 16, horizon: int = 16,
+                  starts: tuple[str, ...] = ("cold", "warm"), sampler: str = "fast", seed: int = 0,
+                  device: str = "cpu", bar: QualityBar = QualityBar()) -> dict[str, dict]:
+    """The bar's figures of a shipped model (piwm_lib.pretrained) per start, on `windows` test windows of the dataset
+    (lane-change commands preferred) with `horizon` generated frames each."""
+    from .dataset import test_windows
+    from .evaluation import evaluate, start_config, truth_of, with_context
+    from .pretrained import load_pretrained
+
+    wm = load_pretrained(name, device=device)
+    k = wm.k
+    win = test_windows(data_dir, k + horizon, max_windows=windows, prefer_actions=(P.LEFT, P.RIGHT), after=k - 1)
+    cfgs = {s: start_config(s, wm.cfg.mask, sampler) for s in starts}
+    ev = evaluate(wm.dyn, wm.up, cfgs, win, seed=seed)
+    truth, actions = truth_of(win, k)
+    return {s: measure(with_context(win, ev.frames[s], k), truth, actions, bar) for s in starts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: the bar's figures and verdict of shipped models."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m piwm_lib.quality", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="+", help="shipped model names (python -m piwm_lib.pretrained list)")
+    p.add_argument("--data", default="data/course")
+    p.add_argument("--windows", type=int, default=16)
+    p.add_argument("--horizon", type=int, default=16)
+    p.add_argument("--starts", nargs="+", default=["cold", "warm"])
+    a = p.parse_args(argv)
+    for name in a.names:
+        for start, fig in measure_model(name, a.data, a.windows, a.horizon, tuple(a.starts)).items():
+            print(json.dumps({"model": name, "start": start, **fig, "verdict": verdict(fig)}))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Shipped models: built by one command from a recipe (resuming), exported as safetensors + JSON + log, loaded by name
+into a ready world model; a corrupt or mismatched file fails naming it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from piwm_lib import pretrained as P
+from piwm_lib.checkpoint import data_fingerprint, read_checkpoint
+from piwm_lib.dataset import Dataset
+
+
+@pytest.fixture(scope="module")
+def shipped(small_dataset, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A two-model recipe (micro soft dynamics + its upsampler) built into a temporary shipped folder."""
+    tmp = tmp_path_factory.mktemp("shipped")
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "train": {"data_dir": str(small_dataset), "model": "micro", "ar_steps": 2, "batch_size": 2, "steps": 2,
+                  "warmup_steps": 1, "device": "cpu", "progress": False, "ckpt_every": 1},
+        "models": {"t-up": {"stage": "upsampler", "train": {"batch_size": 1}},
+                   "t-soft": {"upsampler": "t-up", "train": {"mask": "soft"}}}}))
+    root, runs = tmp / "pretrained", tmp / "runs"
+    P.build(recipe, root=root, runs=runs)
+    return recipe, root, runs
+
+
+def test_build_exports_weights_config_log_and_fingerprint(shipped, small_dataset):
+    _, root, runs = shipped
+    assert P.shipped_names(root) == ["t-soft", "t-up"]
+    meta = json.loads((root / "t-soft" / P.META).read_text())
+    assert meta["step"] == 2 and meta["stage"] == "dynamics" and meta["upsampler"] == "t-up"
+    assert meta["data"] == data_fingerprint(small_dataset) and meta["compute"]["steps"] == 2
+    assert "out_dir" not in meta["config"] and meta["config"]["mask"]["kind"] == "soft"
+    assert (root / "t-soft" / P.LOG).read_text() == (runs / "t-soft" / P.LOG).read_text()
+    ema = read_checkpoint(runs / "t-soft" / "ckpt_00000002.safetensors", ("ema",))["ema"]
+    model, _ = P.load_shipped("t-soft", root=root)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ema.items())
+
+
+def test_a_second_build_resumes_and_gives_the_same_bytes(shipped):
+    recipe, root, runs = shipped
+    before = {p.name: p.read_bytes() for p in (root / "t-soft").iterdir() if p.name != P.META}
+    P.build(recipe, names=["t-soft"], root=root, runs=runs)  # already at its steps: nothing trained, same export
+    assert {p.name: p.read_bytes() for p in (root / "t-soft").iterdir() if p.name != P.META} == before
+
+
+def test_load_pretrained_gives_a_world_model_that_steps(shipped, small_dataset):
+    _, root, _ = shipped
+    wm = P.load_pretrained("t-soft", root=root)
+    assert wm.cfg.mask.kind == "soft" and wm.up is not None
+    with Dataset(small_dataset).open(0) as ep:
+        low, full, acts = ep.read("lowres", 0, 4)[None], ep.read("frames", 0, 4)[None], ep.read("actions", 0, 3)[None]
+    wm.reset(low, full, acts)
+    nxt_low, nxt_full = wm.step(np.array([1]))
+    assert nxt_low.shape == (1, 30, 120, 3) and nxt_full.shape == (1, 150, 600, 3)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda d: (d / P.WEIGHTS).write_bytes((d / P.WEIGHTS).read_bytes()[:-10]), "does not match model.json"),
+    (lambda d: (d / P.META).write_text("{garbage"), r"shipped model 't-up'.*git checkout"),
+    (lambda d: (d / P.META).unlink(), r"no shipped model 't-up'.*shipped: t-soft"),
+])
+def test_a_corrupt_shipped_file_is_named(shipped, tmp_path, damage, match):
+    import shutil
+    root = Path(shutil.copytree(shipped[1], tmp_path / "p"))
+    damage(root / "t-up")
+    with pytest.raises(P.PretrainedError, match=match):
+        P.load_pretrained("t-soft", root=root)
+
+
+def test_weights_that_do_not_fit_their_config_are_named(shipped, tmp_path):
+    import shutil
+    root = Path(shutil.copytree(shipped[1], tmp_path / "p"))
+    meta = json.loads((root / "t-soft" / P.META).read_text())
+    meta["unet"]["channels"] = [c * 2 for c in meta["unet"]["channels"]]
+    (root / "t-soft" / P.META).write_text(json.dumps(meta))
+    with pytest.raises(P.PretrainedError, match=r"t-soft/model.safetensors does not fit the network"):
+        P.load_shipped("t-soft", root=root)
+
+
+def test_unknown_names_are_refused(shipped):
+    recipe, root, runs = shipped
+    with pytest.raises(ValueError, match=r"\['nope'\] not in"):
+        P.build(recipe, names=["nope"], root=root, runs=runs)
+    with pytest.raises(ValueError, match="plain name"):
+        P.load_pretrained("../x", root=root)
+
+
+def test_a_notebook_without_a_trained_run_uses_the_shipped_model(shipped, small_dataset, tmp_path, monkeypatch):
+    from piwm_lib.train import ensure_world_model
+    monkeypatch.setattr(P, "SHIPPED", shipped[1])
+    dyn, up, cfg, folder = ensure_world_model(tmp_path / "no-run", small_dataset, tmp_path / "fallback", steps=0,
+                                              pretrained="t-soft")
+    assert folder == shipped[1] / "t-soft" and cfg.mask.kind == "soft"
+    assert up.unet_cfg == P.load_shipped("t-up")[0].unet_cfg
+    assert not (tmp_path / "fallback").exists()  # nothing trained
