@@ -29,7 +29,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import data_fingerprint, read_latest, saved_before_recipe, sha256
+from .checkpoint import data_fingerprint, read_latest, sha256
 from .configs import from_dict, save_json
 from .edm import Denoiser, EDMConfig
 from .runs import ROOT, resolve
@@ -137,9 +137,8 @@ def load_shipped(name: str, device: str | torch.device = "cpu", root: Path | Non
     root = shipped_root(root)
     meta = read_meta(name, root)
     weights = Path(root) / name / WEIGHTS
-    unet = ({"action_before_mlp": False} | meta["unet"]) if saved_before_recipe(meta["config"]) else meta["unet"]
     try:
-        model = Denoiser(from_dict(UNetConfig, unet), from_dict(EDMConfig, meta["edm"]))
+        model = Denoiser(from_dict(UNetConfig, meta["unet"]), from_dict(EDMConfig, meta["edm"]))
         with safe_open(str(weights), "pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
         model.load_state_dict(state)
