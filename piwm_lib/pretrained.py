@@ -14,7 +14,6 @@ returns a ready WorldModelEnv.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import yaml
 from safetensors import safe_open
@@ -69,14 +69,13 @@ class ShippedModel:
 def compute_spent(run: Path) -> dict:
     """Training compute of a run folder from its log.csv: optimizer steps and wall-clock seconds, summed over the
     resumed runs (each restarts its `seconds` column), and the machine it ran on."""
-    seconds, steps, prev = 0.0, 0, 0.0
-    path = run / LOG
-    if path.exists():
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                s = float(row["seconds"])
-                seconds += s - prev if s >= prev else s  # a drop: a resumed run started its clock again
-                prev, steps = s, int(row["step"])
+    from .train import read_log
+    seconds, steps = 0.0, 0
+    if (run / LOG).exists():
+        log = read_log(run)
+        s, prev = log["seconds"], np.r_[0.0, log["seconds"][:-1]]
+        seconds = float(np.where(s >= prev, s - prev, s).sum())  # a drop: a resumed run started its clock again
+        steps = int(log["step"][-1]) if len(s) else 0
     return {"steps": steps, "seconds": round(seconds, 1), "machine": f"{platform.machine()}, "
             f"{os.cpu_count()} CPU cores" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")}
 
