@@ -39,6 +39,14 @@ def optional_name(v: str) -> str | None:
     return None if v == "" else name_rule(v)
 
 
+def shipped_or_none(v: str) -> str | None:
+    """Rule: the name of a shipped model (data/pretrained/), or "" for none."""
+    from .pretrained import shipped_names
+    if v == "" or v in (names := shipped_names()):
+        return None
+    return f"must be a shipped model ({', '.join(names) or 'none shipped'}; python -m piwm_lib.pretrained list) or ''"
+
+
 def _sweep(v: dict) -> str | None:
     """Rule of notebook 06's SWEEP: what SweepConfig accepts."""
     from .sweep import SweepConfig  # here: sweep imports this module
@@ -84,10 +92,12 @@ def _rules() -> dict[str, dict[str, Rule | list[Rule]]]:
                          "MIXED_PRECISION": ("no", "bf16", "fp16"), "UP_STEPS": ">= 0", "UP_BATCH_SIZE": ">= 1",
                          "WORKERS": ">= 0", "CKPT_EVERY": ">= 1", "LOG_EVERY": ">= 1", "NUM_PROCESSES": ">= 1",
                          "SIGMAS": [non_empty, "> 0"], "LOSS_SIGMAS": ">= 1"},
-        "04_sample_rollout": {**seed, "MODEL_RUN": name_rule, "FALLBACK_STEPS": ">= 0", "SAMPLER": tuple(SAMPLERS),
+        "04_sample_rollout": {**seed, "MODEL_RUN": optional_name, "PRETRAINED": shipped_or_none,
+                              "FALLBACK_STEPS": ">= 0", "SAMPLER": tuple(SAMPLERS),
                               "HORIZON": ">= 1", "ROLLOUTS": ">= 1", "WARM_OFFSET": ">= 0", "WARM_PIXEL": ">= 0",
                               "SPEED_REPEATS": ">= 1"},
-        "05_evaluate": {**seed, "MODEL_RUN": name_rule, "UPSAMPLER_RUN": optional_name, "FALLBACK_STEPS": ">= 0",
+        "05_evaluate": {**seed, "MODEL_RUN": optional_name, "PRETRAINED": shipped_or_none,
+                        "UPSAMPLER_RUN": optional_name, "FALLBACK_STEPS": ">= 0",
                         "SAMPLER": tuple(SAMPLERS), "STARTS": [non_empty, STARTS], "WARM_OFFSET": ">= 0",
                         "WARM_PIXEL": ">= 0", "WARM_SIGMA_MAX": "> 0", "HORIZON": ">= 1", "MAX_WINDOWS": ">= 0",
                         "ROLLOUT_BATCH": ">= 1", "ENCODER_STEPS": ">= 0", "W_TEC": ">= 0", "W_IEC": ">= 0",

@@ -66,18 +66,24 @@ class ShippedModel:
 
 
 # ----------------------------------------------------------------------------------------------------------- export
-def compute_spent(run: Path) -> dict:
-    """Training compute of a run folder from its log.csv: optimizer steps and wall-clock seconds, summed over the
-    resumed runs (each restarts its `seconds` column), and the machine it ran on."""
+def seconds_by_step(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(logged steps, wall-clock seconds of training up to each) of a run folder's log.csv, summed over the resumed
+    runs (each restarts its `seconds` column); empty arrays when nothing is logged."""
     from .train import read_log
-    seconds, steps = 0.0, 0
-    if (run / LOG).exists():
-        log = read_log(run)
-        s, prev = log["seconds"], np.r_[0.0, log["seconds"][:-1]]
-        seconds = float(np.where(s >= prev, s - prev, s).sum())  # a drop: a resumed run started its clock again
-        steps = int(log["step"][-1]) if len(s) else 0
-    return {"steps": steps, "seconds": round(seconds, 1), "machine": f"{platform.machine()}, "
-            f"{os.cpu_count()} CPU cores" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")}
+    if not (run / LOG).exists():
+        return np.zeros(0, int), np.zeros(0)
+    log = read_log(run)
+    s, prev = log["seconds"], np.r_[0.0, log["seconds"][:-1]]
+    return log["step"].astype(int), np.cumsum(np.where(s >= prev, s - prev, s))  # a drop: a resumed run's new clock
+
+
+def compute_spent(run: Path) -> dict:
+    """Training compute of a run folder from its log.csv: optimizer steps, wall-clock seconds (over resumed runs), and
+    the machine it ran on."""
+    steps, seconds = seconds_by_step(run)
+    return {"steps": int(steps[-1]) if len(steps) else 0, "seconds": round(float(seconds[-1]), 1) if len(seconds)
+            else 0.0, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"
+            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")}
 
 
 def export(run: str | Path, name: str, upsampler: str = "", root: Path | None = None) -> Path:

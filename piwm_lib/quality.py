@@ -10,6 +10,7 @@ actions, with the camera-aware metrics of physics.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -64,22 +65,77 @@ def verdict(figures: dict[str, float], bar: QualityBar = QualityBar()) -> dict[s
     return out
 
 
+def course_windows(data_dir: str | Path = "data/course", k: int = 4, windows: int = 16,
+                   horizon: int = 16) -> dict[str, np.ndarray]:
+    """The bar's test windows: `windows` windows of k context + `horizon` frames from the test split, lane-change
+    commands after the context preferred (dataset.test_windows)."""
+    from .dataset import test_windows
+    return test_windows(data_dir, k + horizon, max_windows=windows, prefer_actions=(P.LEFT, P.RIGHT), after=k - 1)
+
+
+def measure_env(wm, win: dict[str, np.ndarray], starts: tuple[str, ...] = ("cold", "warm"), sampler: str = "fast",
+                seed: int = 0, bar: QualityBar = QualityBar()) -> dict[str, dict]:
+    """The bar's figures per start of a world model (a WorldModelEnv: its networks and mask) on test windows."""
+    from .evaluation import evaluate, start_config, truth_of, with_context
+
+    cfgs = {s: start_config(s, wm.cfg.mask, sampler) for s in starts}
+    ev = evaluate(wm.dyn, wm.up, cfgs, win, seed=seed)
+    truth, actions = truth_of(win, wm.k)
+    return {s: measure(with_context(win, ev.frames[s], wm.k), truth, actions, bar) for s in starts}
+
+
 def measure_model(name: str, data_dir: str = "data/course", windows: int = 16, horizon: int = 16,
                   starts: tuple[str, ...] = ("cold", "warm"), sampler: str = "fast", seed: int = 0,
                   device: str = "cpu", bar: QualityBar = QualityBar()) -> dict[str, dict]:
     """The bar's figures of a shipped model (piwm_lib.pretrained) per start, on `windows` test windows of the dataset
     (lane-change commands preferred) with `horizon` generated frames each."""
-    from .dataset import test_windows
-    from .evaluation import evaluate, start_config, truth_of, with_context
     from .pretrained import load_pretrained
 
     wm = load_pretrained(name, device=device)
-    k = wm.k
-    win = test_windows(data_dir, k + horizon, max_windows=windows, prefer_actions=(P.LEFT, P.RIGHT), after=k - 1)
-    cfgs = {s: start_config(s, wm.cfg.mask, sampler) for s in starts}
-    ev = evaluate(wm.dyn, wm.up, cfgs, win, seed=seed)
-    truth, actions = truth_of(win, k)
-    return {s: measure(with_context(win, ev.frames[s], k), truth, actions, bar) for s in starts}
+    return measure_env(wm, course_windows(data_dir, wm.k, windows, horizon), starts, sampler, seed, bar)
+
+
+def curve(run: str | Path, every: int, win: dict[str, np.ndarray], starts: tuple[str, ...] = ("warm",),
+          sampler: str = "fast", seed: int = 0, bar: QualityBar = QualityBar()) -> list[dict]:
+    """Quality against compute: the bar's figures of a shipped model's training run (runs/pretrained/<name>/) at
+    each kept checkpoint every `every` steps (EMA weights, with the shipped upsampler the model pairs with), one row
+    per checkpoint and start with the steps and the minutes of training behind it."""
+    from .checkpoint import ckpt_name, load_denoiser, steps_on_disk
+    from .pretrained import load_pretrained, seconds_by_step
+    from .worldmodel import WorldModelEnv
+
+    run = Path(run)
+    wm = load_pretrained(run.name)  # the shipped model of this run: its mask and upsampler
+    logged, seconds = seconds_by_step(run)
+    rows = []
+    for step in sorted(s for s in steps_on_disk(run) if s % every == 0):
+        dyn = load_denoiser(run / ckpt_name(step))
+        minutes = float(np.interp(step, logged, seconds)) / 60 if len(logged) else float("nan")
+        for start, fig in measure_env(WorldModelEnv(dyn, wm.up, wm.cfg), win, starts, sampler, seed, bar).items():
+            rows.append({"model": run.name, "step": step, "minutes": round(minutes, 1), "start": start, **fig})
+    return rows
+
+
+def save_windows(win: dict[str, np.ndarray], path: str | Path, data_dir: str | Path) -> Path:
+    """Write test windows (course_windows) and the fingerprint of the dataset they come from to a compressed .npz."""
+    from .checkpoint import data_fingerprint
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **win, data=np.array(data_fingerprint(data_dir) or ""))
+    return path
+
+
+def load_windows(path: str | Path) -> dict[str, np.ndarray]:
+    """Test windows written by save_windows (the key "data": the dataset's fingerprint)."""
+    try:
+        with np.load(path) as f:
+            win = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a test-window file ({e}); rebuild it with `python -m piwm_lib.quality "
+                         f"--save-windows {path}`") from e
+    if missing := sorted({"lowres", "frames", "actions", "states", "episode"} - set(win)):
+        raise ValueError(f"{path} lacks {missing}: rebuild it with `python -m piwm_lib.quality --save-windows {path}`")
+    return win
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,12 +145,32 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m piwm_lib.quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="+", help="shipped model names (python -m piwm_lib.pretrained list)")
+    p.add_argument("names", nargs="*", help="shipped model names (python -m piwm_lib.pretrained list)")
     p.add_argument("--data", default="data/course")
     p.add_argument("--windows", type=int, default=16)
     p.add_argument("--horizon", type=int, default=16)
     p.add_argument("--starts", nargs="+", default=["cold", "warm"])
+    p.add_argument("--save-windows", metavar="PATH", help="write the chosen test windows to PATH (.npz) and stop")
+    p.add_argument("--curve", metavar="CSV", help="instead of the shipped weights, measure every kept checkpoint "
+                   "(--every steps) of each model's run in runs/pretrained/ and append the rows to CSV")
+    p.add_argument("--every", type=int, default=500)
     a = p.parse_args(argv)
+    if a.save_windows:
+        print(save_windows(course_windows(a.data, 4, a.windows, a.horizon), a.save_windows, a.data))
+        return 0
+    if not a.names:
+        p.error("name at least one shipped model (or --save-windows PATH)")
+    if a.curve:
+        import pandas as pd
+
+        from .runs import resolve
+        win = course_windows(a.data, 4, a.windows, a.horizon)
+        for name in a.names:
+            rows = pd.DataFrame(curve(resolve("runs/pretrained") / name, a.every, win, tuple(a.starts)))
+            out = Path(a.curve)
+            rows.to_csv(out, mode="a", header=not out.exists(), index=False)
+            print(rows.to_string(index=False))
+        return 0
     for name in a.names:
         for start, fig in measure_model(name, a.data, a.windows, a.horizon, tuple(a.starts)).items():
             print(json.dumps({"model": name, "start": start, **fig, "verdict": verdict(fig)}))

@@ -28,6 +28,7 @@ MASKS = {"none": ("none", False), "hard": ("hard", False), "soft": ("soft", Fals
 STARTS = ("cold", "warm", "warm_low")  # notebook 05's STARTS: noise, PIWM Warm Start, Warm Start at a lower sigma_max
 AXES = ("model", "mask", "start")
 TRAIN_NB, EVAL_NB = "03_train_edm", "05_evaluate"
+SWEEP_KEYS = ("grids", "train", "evaluate", "reuse", "pretrained")  # a parameter file's SWEEP mapping
 PARAMS_FILE = "sweep_params.json"  # beside each cell's metrics.json: the parameters it ran with
 
 
@@ -42,6 +43,8 @@ class SweepConfig:
     train: dict = field(default_factory=dict)  # notebook-03 parameters of every training cell (STEPS, BATCH_SIZE, ...)
     evaluate: dict = field(default_factory=dict)  # notebook-05 parameters of every evaluation cell (HORIZON, ...)
     reuse: dict = field(default_factory=dict)  # "model/mask" -> a finished notebook-03 run used instead of training
+    pretrained: dict = field(default_factory=dict)  # "model/mask" -> a shipped model (piwm_lib.pretrained) evaluated
+    #                                                 instead of training one; {} retrains every cell
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -57,13 +60,31 @@ class SweepConfig:
             _check([model], list(PRESETS), f"reuse key {key!r} model")
             _check([mask], list(MASKS), f"reuse key {key!r} mask")
             plain_name(run, f"SweepConfig.reuse[{key!r}] (a run of notebook {TRAIN_NB})")
+        for key, name in self.pretrained.items():
+            check_shipped(key, name)
+        if both := sorted(set(self.reuse) & set(self.pretrained)):
+            raise ValueError(f"{both} are both reused and pretrained: give each model/mask one source")
         owned = {"RUN_NAME", "DATA_DIR", "SEED", "MODEL", "MASK", "LOSS_WEIGHTING", "MODEL_RUN", "UPSAMPLER_RUN",
-                 "STARTS", "OVERWRITE"}
+                 "PRETRAINED", "STARTS", "OVERWRITE"}
         for part in ("train", "evaluate"):
             if clash := sorted(owned & set(getattr(self, part))):
                 raise ValueError(f"SweepConfig.{part} may not set {clash}: the sweep sets them per cell")
             nb = TRAIN_NB if part == "train" else EVAL_NB
             params.check_values(nb, getattr(self, part), params.notebook_defaults(nb), f"SweepConfig.{part}")
+
+
+def check_shipped(key: str, name: str) -> None:
+    """Raise unless shipped model `name` is a dynamics model of the size and mask of grid key "model/mask"."""
+    from .pretrained import read_meta
+    model, _, mask = key.partition("/")
+    _check([model], list(PRESETS), f"pretrained key {key!r} model")
+    _check([mask], list(MASKS), f"pretrained key {key!r} mask")
+    meta = read_meta(plain_name(name, f"SweepConfig.pretrained[{key!r}] (a shipped model)"))
+    got = (meta["stage"], meta["config"]["model"], meta["config"]["mask"]["kind"],
+           bool(meta["config"].get("loss_weighting", False)))
+    if got != ("dynamics", model, *MASKS[mask]):
+        raise ValueError(f"SweepConfig.pretrained[{key!r}] = {name!r} is a {got[0]} model of size {got[1]} with mask "
+                         f"{got[2]} (loss weighting {got[3]}): it does not fit {key}")
 
 
 def _check(values: list, allowed: list, what: str) -> None:
@@ -101,9 +122,10 @@ def points(cfg: SweepConfig) -> list[tuple[str, str, str]]:
 
 def plan(cfg: SweepConfig) -> list[Cell]:
     """Every cell of the sweep in run order: trainings (one per model x mask; one upsampler per upsampler size, shared)
-    then evaluations (one per grid point)."""
+    then evaluations (one per grid point); a model/mask with a shipped model is evaluated from it, not trained."""
     pts = points(cfg)
-    models = list(dict.fromkeys((m, k) for m, k, _ in pts))  # (model, mask) pairs to train
+    shipped = {(m, k) for m, k, _ in pts if f"{m}/{k}" in cfg.pretrained}
+    models = [p for p in dict.fromkeys((m, k) for m, k, _ in pts) if p not in shipped]  # (model, mask) pairs to train
     cells, run_of = [], {}
     for model, mask in models:
         reused = cfg.reuse.get(f"{model}/{mask}")
@@ -127,12 +149,16 @@ def plan(cfg: SweepConfig) -> list[Cell]:
             params["UP_STEPS"] = 0  # the upsampler sees no mask: one per size is trained and shared
         cells.append(Cell("train", run, params, labels={"model": model, "mask": mask}))
     for model, mask, start in pts:
-        train_run, up_run = run_of[model, mask], owner.get(UPSAMPLER_OF[model], run_of[model, mask])
+        if (model, mask) in shipped:  # the shipped model with the upsampler it pairs with
+            train_run = up_run = ""
+            source = {"MODEL_RUN": "", "UPSAMPLER_RUN": "", "PRETRAINED": cfg.pretrained[f"{model}/{mask}"]}
+        else:
+            train_run, up_run = run_of[model, mask], owner.get(UPSAMPLER_OF[model], run_of[model, mask])
+            source = {"MODEL_RUN": train_run, "UPSAMPLER_RUN": "" if up_run == train_run else up_run, "PRETRAINED": ""}
         params = {"PLANT_SEEDS": 0, **cfg.evaluate,  # planted clips test the metrics, not the model: skipped here
-                  "RUN_NAME": f"{cfg.name}-{model}-{mask}-{start}", "DATA_DIR": cfg.data_dir,
-                  "SEED": cfg.seed, "MODEL_RUN": train_run, "UPSAMPLER_RUN": "" if up_run == train_run else up_run,
-                  "STARTS": [start], "FALLBACK_STEPS": 0, "OVERWRITE": False}
-        needs = tuple(dict.fromkeys([train_run, up_run]))
+                  "RUN_NAME": f"{cfg.name}-{model}-{mask}-{start}", "DATA_DIR": cfg.data_dir, "SEED": cfg.seed,
+                  **source, "STARTS": [start], "FALLBACK_STEPS": 0, "OVERWRITE": False}
+        needs = tuple(n for n in dict.fromkeys([train_run, up_run]) if n)
         labels = {"model": model, "mask": mask, "start": start}
         cells.append(Cell("evaluate", params["RUN_NAME"], params, needs, labels))
     return cells
@@ -244,10 +270,10 @@ def config_from_file(path: str | Path, name: str | None = None) -> SweepConfig:
         raise FileNotFoundError(f"sweep config {p} does not exist (see configs/course/06.yaml for an example)")
     y = yaml.safe_load(p.read_text()) or {}
     if not isinstance(y.get("SWEEP"), dict):
-        raise ValueError(f"{p} has no SWEEP mapping (grids, train, evaluate, reuse)")
-    unknown = set(y["SWEEP"]) - {"grids", "train", "evaluate", "reuse"}
+        raise ValueError(f"{p} has no SWEEP mapping ({', '.join(SWEEP_KEYS)})")
+    unknown = set(y["SWEEP"]) - set(SWEEP_KEYS)
     if unknown:
-        raise ValueError(f"{p}: SWEEP has unknown keys {sorted(unknown)}; allowed: grids, train, evaluate, reuse")
+        raise ValueError(f"{p}: SWEEP has unknown keys {sorted(unknown)}; allowed: {', '.join(SWEEP_KEYS)}")
     return SweepConfig(name=name or y.get("RUN_NAME", p.stem), data_dir=y.get("DATA_DIR", "data/smoke"),
                        seed=int(y.get("SEED", 0)), **y["SWEEP"])
 

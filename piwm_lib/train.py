@@ -537,29 +537,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ensure_world_model(model_dir: str | Path, data_dir: str | Path, fallback_dir: str | Path, steps: int = 20,
+def ensure_world_model(model_dir: str | Path | None, data_dir: str | Path, fallback_dir: str | Path, steps: int = 20,
                        seed: int = 0, device: str = "cpu", upsampler_dir: str | Path | None = None,
                        pretrained: str = "") -> tuple[Denoiser, Denoiser, TrainConfig, Path]:
     """The EMA dynamics model and upsampler of a notebook-03 run folder (the upsampler from `upsampler_dir`'s run when
-    given: it needs no mask, so runs of one size can share it); when it has no trained model, the shipped model
-    `pretrained` (piwm_lib.pretrained) when given, else a micro world model trained for `steps` steps into
-    `fallback_dir` (so a later notebook runs on its own), or raise when `steps` is 0.
+    given: it needs no mask, so runs of one size can share it); when it has no trained model (or `model_dir` is None),
+    the shipped model `pretrained` (piwm_lib.pretrained) when given, else a micro world model trained for `steps` steps
+    into `fallback_dir` (so a later notebook runs on its own), or raise when `steps` is 0.
     Returns (dynamics, upsampler, the dynamics TrainConfig, the folder used)."""
-    model_dir = resolve(model_dir)
+    model_dir = resolve(model_dir) if model_dir else None
     up_dir = resolve(upsampler_dir) if upsampler_dir else model_dir
-    if latest_checkpoint(model_dir / "dynamics") is None or latest_checkpoint(up_dir / "upsampler") is None:
+    if (model_dir is None or latest_checkpoint(model_dir / "dynamics") is None
+            or latest_checkpoint(up_dir / "upsampler") is None):
+        where = f"{model_dir} has no trained world model" if model_dir else "no notebook-03 run given"
         if pretrained:
             from .pretrained import SHIPPED, load_shipped
             dyn, meta = load_shipped(pretrained, device)
-            print(f"{model_dir} has no trained world model: using the shipped model {pretrained} "
+            print(f"{where}: using the shipped model {pretrained} "
                   f"({meta['config']['model']}, {meta['config']['mask']['kind']} mask, {meta['step']} steps)")
             up = load_shipped(meta["upsampler"], device)[0]
             return dyn, up, config_from_dict(meta["config"]), SHIPPED / pretrained
         if steps <= 0:
-            raise FileNotFoundError(f"no trained world model: {model_dir / 'dynamics'} or {up_dir / 'upsampler'} has "
-                                    "no checkpoint; run notebook 03 for it first (or allow fallback steps > 0)")
-        print(f"{model_dir} has no trained world model: training a micro one for {steps} steps into {fallback_dir} "
-              "(its frames will be poor; run notebook 03 first for a real one)")
+            raise FileNotFoundError(f"no trained world model: {where}; run notebook 03 for it first, name a shipped "
+                                    "model (python -m piwm_lib.pretrained list) or allow fallback steps > 0")
+        print(f"{where}: training a micro one for {steps} steps into {fallback_dir} "
+              "(its frames will be poor; run notebook 03 first for a real one, or use a shipped model)")
         model_dir = up_dir = resolve(fallback_dir)
         base = TrainConfig(data_dir=str(resolve(data_dir)), model="micro", ar_steps=2, steps=steps, warmup_steps=5,
                            lr=3e-4, seed=seed, progress=False, device=str(device), out_dir="-")

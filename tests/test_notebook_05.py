@@ -9,7 +9,7 @@ from piwm_lib import planted as PL
 
 
 def test_05_evaluate_with_a_parameters_file(tmp_path):
-    m = run_notebook("05_evaluate", {"RUN_NAME": "pm", "MODEL_RUN": "absent", "FALLBACK_STEPS": 2,
+    m = run_notebook("05_evaluate", {"RUN_NAME": "pm", "MODEL_RUN": "absent", "PRETRAINED": "", "FALLBACK_STEPS": 2,
                                      "DATA_DIR": str(tmp_path / "none"), "FALLBACK_DATA": str(tmp_path / "data"),
                                      "HORIZON": 4, "MAX_WINDOWS": 2, "ENCODER_STEPS": 5, "BOOTSTRAP": 50}, tmp_path)
     assert m["windows"] == 2 and m["horizon"] == 4

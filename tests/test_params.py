@@ -57,6 +57,7 @@ def test_each_notebook_accepts_its_stored_defaults(notebook):
     ("01_collect_data", {"PROGRESS": "no"}, "PROGRESS must be true or false"),
     ("02_soft_masks", {"TRAIN_WEIGHTS": [1.0, 0.8]}, "TRAIN_WEIGHTS must have 3 items"),
     ("04_sample_rollout", {"SAMPLER": "slow"}, "SAMPLER must be one of"),
+    ("04_sample_rollout", {"PRETRAINED": "course-nope"}, "PRETRAINED must be a shipped model .*course-soft"),
     ("06_ablations", {"SWEEP": {"grids": [], "reuse": {"tiny/soft": ".."}}}, "SWEEP is not a valid sweep"),
     ("06_ablations", {"CURVE_MODEL": "micro"}, "CURVE_MODEL must be 'model/mask'"),
 ])

@@ -55,6 +55,20 @@ def test_plan_reuses_a_finished_run_and_its_upsampler(tmp_path, monkeypatch):
     assert status(cells[0]) == "missing"  # no metrics.json yet
 
 
+def test_plan_evaluates_a_shipped_model_instead_of_training_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIWM_RUNS_DIR", str(tmp_path))
+    cfg = SweepConfig(name="s", grids=[{"model": ["tiny"], "mask": ["none", "soft"], "start": ["cold", "warm"]}],
+                      pretrained={"tiny/soft": "course-soft"})
+    cells = plan(cfg)
+    assert [(c.kind, c.run) for c in cells if c.kind != "evaluate"] == [("train", "s-tiny-none")]
+    assert "UP_STEPS" not in cells[0].params  # the trained cell still trains its own upsampler
+    for c in (c for c in cells if c.kind == "evaluate" and c.labels["mask"] == "soft"):
+        assert (c.params["MODEL_RUN"], c.params["UPSAMPLER_RUN"], c.params["PRETRAINED"]) == ("", "", "course-soft")
+        assert c.needs == ()
+    none_eval = next(c for c in cells if c.kind == "evaluate" and c.labels["mask"] == "none")
+    assert none_eval.params["PRETRAINED"] == "" and none_eval.needs == ("s-tiny-none",)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(grids=[{"model": ["tiny"], "mask": ["soft", "blurry"], "start": ["warm"]}]), "blurry"),
     (dict(grids=[{"model": ["tiny"], "mask": ["soft"]}]), "exactly the keys"),
@@ -62,6 +76,10 @@ def test_plan_reuses_a_finished_run_and_its_upsampler(tmp_path, monkeypatch):
     (dict(grids=[{"model": ["tiny"], "mask": ["soft"], "start": []}]), "non-empty"),
     (dict(train={"MASK": "soft"}), "MASK"),
     (dict(reuse={"tiny/foggy": "x"}), "foggy"),
+    (dict(pretrained={"tiny/none": "course-soft"}), "does not fit tiny/none"),
+    (dict(pretrained={"micro/soft": "course-soft"}), "does not fit micro/soft"),
+    (dict(pretrained={"tiny/soft": "course-nope"}), "no shipped model 'course-nope'"),
+    (dict(pretrained={"tiny/soft": "course-soft"}, reuse={"tiny/soft": "x"}), "one source"),
     (dict(name="a/b"), "plain name"),
 ])
 def test_bad_sweep_configs_are_refused_naming_the_problem(kw, match):
