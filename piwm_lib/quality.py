@@ -96,20 +96,21 @@ def measure_model(name: str, data_dir: str = "data/course", windows: int = 16, h
 
 
 def curve(run: str | Path, every: int, win: dict[str, np.ndarray], starts: tuple[str, ...] = ("warm",),
-          sampler: str = "fast", seed: int = 0, bar: QualityBar = QualityBar()) -> list[dict]:
+          sampler: str = "fast", seed: int = 0, bar: QualityBar = QualityBar(), root: Path | None = None) -> list[dict]:
     """Quality against compute: the bar's figures of a shipped model's training run (runs/pretrained/<name>/) at
-    each kept checkpoint every `every` steps (EMA weights, with the shipped upsampler the model pairs with), one row
-    per checkpoint and start with the steps and the minutes of training behind it."""
+    each kept checkpoint every `every` steps (EMA weights, with the shipped upsampler the model pairs with), or of the
+    shipped weights alone when the run is gone; a row per checkpoint and start with the steps and minutes behind it."""
     from .checkpoint import ckpt_name, load_denoiser, steps_on_disk
-    from .pretrained import load_pretrained, seconds_by_step
+    from .pretrained import load_pretrained, read_meta, seconds_by_step, shipped_root
     from .worldmodel import WorldModelEnv
 
     run = Path(run)
-    wm = load_pretrained(run.name)  # the shipped model of this run: its mask and upsampler
-    logged, seconds = seconds_by_step(run)
+    wm = load_pretrained(run.name, root=root)  # the shipped model of this run: its mask and upsampler
+    kept = sorted(s for s in steps_on_disk(run) if s % every == 0) if run.exists() else []
+    logged, seconds = seconds_by_step(run if kept else shipped_root(root) / run.name)
     rows = []
-    for step in sorted(s for s in steps_on_disk(run) if s % every == 0):
-        dyn = load_denoiser(run / ckpt_name(step))
+    for step in kept or [read_meta(run.name, root)["step"]]:
+        dyn = load_denoiser(run / ckpt_name(step)) if kept else wm.dyn
         minutes = float(np.interp(step, logged, seconds)) / 60 if len(logged) else float("nan")
         for start, fig in measure_env(WorldModelEnv(dyn, wm.up, wm.cfg), win, starts, sampler, seed, bar).items():
             rows.append({"model": run.name, "step": step, "minutes": round(minutes, 1), "start": start, **fig})

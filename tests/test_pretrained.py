@@ -101,3 +101,16 @@ def test_a_notebook_without_a_trained_run_uses_the_shipped_model(shipped, small_
     assert folder == shipped[1] / "t-soft" and cfg.mask.kind == "soft"
     assert up.unet_cfg == P.load_shipped("t-up")[0].unet_cfg
     assert not (tmp_path / "fallback").exists()  # nothing trained
+
+
+def test_quality_curve_measures_kept_checkpoints_or_the_shipped_weights(shipped, small_dataset, tmp_path):
+    from piwm_lib.dataset import test_windows
+    from piwm_lib.quality import curve
+    _, root, runs = shipped
+    win = test_windows(small_dataset, 6, max_windows=2)
+    rows = curve(runs / "t-soft", 1, win, ("cold", "warm"), root=root)
+    assert [(r["step"], r["start"]) for r in rows] == [(1, "cold"), (1, "warm"), (2, "cold"), (2, "warm")]
+    assert all(r["model"] == "t-soft" and r["minutes"] >= 0 and 0 <= r["ego_presence"] <= 1 for r in rows)
+    gone = curve(tmp_path / "t-soft", 1, win, ("warm",), root=root)  # no run folder: the shipped weights
+    assert [(r["step"], r["start"]) for r in gone] == [(2, "warm")]
+    np.testing.assert_equal(gone[0], rows[-1])  # the shipped weights are the last checkpoint's EMA
