@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from . import egomotion as E
 from . import physics as P
-from .dataset import Dataset
+from .dataset import Dataset, test_windows
 from .edm import Denoiser
 from .masks import MaskConfig
 from .metrics import bootstrap_ci
@@ -27,6 +27,14 @@ REPORTED = ("wo", "tec", "iec", "kir", "ego_presence", "vanish_per_100", "popup_
             "lane_answered", "lane_stuck", "lane_wrong", "lane_unrequested", "lane_completed", "lane_latency",
             "lane_timing_error", "speed_commands", "speed_answered", "ego_misplaced", "close_encounters",
             "others_error_px")  # per-window metrics summarised in metrics.json
+
+
+def eval_windows(root: str | Path, context: int, horizon: int, windows: int = 0,
+                 min_windows: int = 2) -> dict[str, np.ndarray]:
+    """The evaluation windows of a dataset: `windows` (0: all) non-overlapping test windows of context + horizon
+    frames, evenly spread, those with a lane-change command after the context first (so KIR has commands to judge)."""
+    return test_windows(root, context + horizon, max_windows=windows, min_windows=min_windows,
+                        prefer_actions=(P.LEFT, P.RIGHT), after=context - 1)
 
 
 def start_config(start: str, mask: MaskConfig, sampler: str = "fast", warm_offset: float = 0.05,

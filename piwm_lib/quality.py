@@ -65,14 +65,6 @@ def verdict(figures: dict[str, float], bar: QualityBar = QualityBar()) -> dict[s
     return out
 
 
-def course_windows(data_dir: str | Path = "data/course", k: int = 4, windows: int = 16,
-                   horizon: int = 16) -> dict[str, np.ndarray]:
-    """The bar's test windows: `windows` windows of k context + `horizon` frames from the test split, lane-change
-    commands after the context preferred (dataset.test_windows)."""
-    from .dataset import test_windows
-    return test_windows(data_dir, k + horizon, max_windows=windows, prefer_actions=(P.LEFT, P.RIGHT), after=k - 1)
-
-
 def measure_env(wm, win: dict[str, np.ndarray], starts: tuple[str, ...] = ("cold", "warm"), sampler: str = "fast",
                 seed: int = 0, bar: QualityBar = QualityBar()) -> dict[str, dict]:
     """The bar's figures per start of a world model (a WorldModelEnv: its networks and mask) on test windows."""
@@ -89,10 +81,11 @@ def measure_model(name: str, data_dir: str = "data/course", windows: int = 16, h
                   device: str = "cpu", bar: QualityBar = QualityBar()) -> dict[str, dict]:
     """The bar's figures of a shipped model (piwm_lib.pretrained) per start, on `windows` test windows of the dataset
     (lane-change commands preferred) with `horizon` generated frames each."""
+    from .evaluation import eval_windows
     from .pretrained import load_pretrained
 
     wm = load_pretrained(name, device=device)
-    return measure_env(wm, course_windows(data_dir, wm.k, windows, horizon), starts, sampler, seed, bar)
+    return measure_env(wm, eval_windows(data_dir, wm.k, horizon, windows), starts, sampler, seed, bar)
 
 
 def curve(run: str | Path, every: int, win: dict[str, np.ndarray], starts: tuple[str, ...] = ("warm",),
@@ -118,7 +111,7 @@ def curve(run: str | Path, every: int, win: dict[str, np.ndarray], starts: tuple
 
 
 def save_windows(win: dict[str, np.ndarray], path: str | Path, data_dir: str | Path) -> Path:
-    """Write test windows (course_windows) and the fingerprint of the dataset they come from to a compressed .npz."""
+    """Write test windows (evaluation.eval_windows) and the fingerprint of their dataset to a compressed .npz."""
     from .checkpoint import data_fingerprint
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(--every steps) of each model's run in runs/pretrained/ and append the rows to CSV")
     p.add_argument("--every", type=int, default=500)
     a = p.parse_args(argv)
+    from .evaluation import eval_windows
     if a.save_windows:
-        print(save_windows(course_windows(a.data, 4, a.windows, a.horizon), a.save_windows, a.data))
+        print(save_windows(eval_windows(a.data, 4, a.horizon, a.windows), a.save_windows, a.data))
         return 0
     if not a.names:
         p.error("name at least one shipped model (or --save-windows PATH)")
@@ -165,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from .runs import resolve
-        win = course_windows(a.data, 4, a.windows, a.horizon)
+        win = eval_windows(a.data, 4, a.horizon, a.windows)
         for name in a.names:
             rows = pd.DataFrame(curve(resolve("runs/pretrained") / name, a.every, win, tuple(a.starts)))
             out = Path(a.curve)
