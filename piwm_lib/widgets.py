@@ -1,5 +1,6 @@
-"""Interactive play with the world model in JupyterLab (ipywidgets): action buttons, the live frame, frame counter
-and measured FPS, cold/warm start toggle and reset. Each click runs one world-model step in the kernel."""
+"""Interactive widgets (ipywidgets): the Soft Mask's sliders (notebook 02) and play with the world model in JupyterLab
+(notebook 04: action buttons, the live frame, frame counter and measured FPS, cold/warm start toggle and reset; each
+click runs one world-model step in the kernel)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,19 @@ from PIL import Image
 
 from .env import ACTIONS
 from .worldmodel import WorldModelEnv, with_warm_start
+
+# Soft Mask knobs of notebook 02: (min, max, step). The formula's sigmas stay > 0 at every reachable setting (MaskConfig
+# refuses 0): s_ego and r_glob are fractions, sigma_min is in full-res px; the weights and gain may be 0.
+MASK_KNOBS = {"s_ego": (0.05, 2.0, 0.05), "sigma_min": (0.5, 20.0, 0.5), "r_glob": (0.05, 2.0, 0.05),
+              "w_ego": (0.0, 2.0, 0.05), "w_surr": (0.0, 2.0, 0.05), "gain": (0.0, 2.0, 0.05)}
+
+
+def mask_sliders(values: dict[str, float]) -> dict[str, W.FloatSlider]:
+    """A labelled slider per Soft Mask knob (MASK_KNOBS), 300 px wide, starting at `values`."""
+    return {k: W.FloatSlider(value=values[k], min=lo, max=hi, step=step, description=k, continuous_update=False,
+                             readout_format=".2f", style={"description_width": "70px"},
+                             layout=W.Layout(width="300px"))
+            for k, (lo, hi, step) in MASK_KNOBS.items()}
 
 
 def png(frame: np.ndarray, scale: int = 1) -> bytes:

@@ -321,3 +321,21 @@ def test_cuda_equals_cpu():
                                M.soft_mask(frames, CFG), atol=1e-5, rtol=1e-5)
     d = D.detect_vehicles(torch.as_tensor(frames, device="cuda"))
     assert d.count.tolist() == [3, 0]
+
+
+def test_every_reachable_slider_setting_gives_a_finite_mask(small_dataset):
+    """Notebook 02's sliders (piwm_lib.widgets.MASK_KNOBS) at every corner of their ranges, on a frame HighwayEnv drew:
+    the ends of the ranges are valid settings and the mask has no NaN or inf (0 is out of reach for the sigmas)."""
+    from dataclasses import replace
+    from itertools import product
+
+    from piwm_lib.widgets import MASK_KNOBS, mask_sliders
+    with Dataset(small_dataset).open(0) as ep:
+        frame = ep.read("frames", 0, 1)  # (1, 150, 600, 3)
+    field = {"w_ego": "train_w_ego", "w_surr": "train_w_surr", "gain": "train_gain"}
+    for corner in product(*[(lo, hi) for lo, hi, _ in MASK_KNOBS.values()]):
+        cfg = replace(CFG, **{field.get(k, k): v for k, v in zip(MASK_KNOBS, corner)})
+        t = M.soft_terms(frame, cfg, "train")
+        assert torch.isfinite(t.full).all() and torch.isfinite(t.mask).all(), corner
+    sliders = mask_sliders({"s_ego": 0.5, "sigma_min": 2.0, "r_glob": 0.35, "w_ego": 0.8, "w_surr": 1.0, "gain": 1.0})
+    assert all((s.min, s.max) == MASK_KNOBS[k][:2] for k, s in sliders.items())
