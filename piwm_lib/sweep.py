@@ -56,9 +56,7 @@ class SweepConfig:
             _check(g["mask"], list(MASKS), f"grid {i} mask")
             _check(g["start"], list(STARTS), f"grid {i} start")
         for key, run in self.reuse.items():
-            model, _, mask = key.partition("/")
-            _check([model], list(PRESETS), f"reuse key {key!r} model")
-            _check([mask], list(MASKS), f"reuse key {key!r} mask")
+            grid_key(key, "reuse")
             plain_name(run, f"SweepConfig.reuse[{key!r}] (a run of notebook {TRAIN_NB})")
         for key, name in self.pretrained.items():
             check_shipped(key, name)
@@ -73,12 +71,18 @@ class SweepConfig:
             params.check_values(nb, getattr(self, part), params.notebook_defaults(nb), f"SweepConfig.{part}")
 
 
+def grid_key(key: str, what: str) -> tuple[str, str]:
+    """(model, mask) of a "model/mask" key of the `what` mapping; raises naming the key when either is unknown."""
+    model, _, mask = key.partition("/")
+    _check([model], list(PRESETS), f"{what} key {key!r} model")
+    _check([mask], list(MASKS), f"{what} key {key!r} mask")
+    return model, mask
+
+
 def check_shipped(key: str, name: str) -> None:
     """Raise unless shipped model `name` is a dynamics model of the size and mask of grid key "model/mask"."""
     from .pretrained import read_meta
-    model, _, mask = key.partition("/")
-    _check([model], list(PRESETS), f"pretrained key {key!r} model")
-    _check([mask], list(MASKS), f"pretrained key {key!r} mask")
+    model, mask = grid_key(key, "pretrained")
     meta = read_meta(plain_name(name, f"SweepConfig.pretrained[{key!r}] (a shipped model)"))
     got = (meta["stage"], meta["config"]["model"], meta["config"]["mask"]["kind"],
            bool(meta["config"].get("loss_weighting", False)))
