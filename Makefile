@@ -2,6 +2,7 @@
 #   make course   run every notebook headless (papermill, course profile) into runs/course/
 #   make test     unit tests + notebook tests (nbval)
 #   make pretrained  train (resuming) and export the shipped models of configs/pretrained.yaml into data/pretrained/
+#   make recipe-comparison  train (resuming) and measure the recipe arms of configs/recipe_comparison.yaml
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 PRETRAINED ?=
 
-.PHONY: pretrained course test unit nbtest bench bench-collect bench-read bench-masks bench-train bench-sample nb-refresh clean-venv
+.PHONY: pretrained recipe-comparison course test unit nbtest bench bench-collect bench-read bench-masks bench-train bench-sample nb-refresh clean-venv
 
 $(STAMP): pyproject.toml
 	@# A machine that already has torch >= 2.4 (e.g. a GPU box) keeps it: the venv then sees system packages.
@@ -41,6 +42,9 @@ pretrained: $(STAMP)
 	@[ -f data/course/index.json ] || $(VENV)/bin/papermill notebooks/01_collect_data.ipynb \
 	  runs/course/01_collect_data.ipynb -f configs/course/01.yaml -p RUN_NAME course --cwd notebooks --no-progress-bar
 	nice -n 10 $(PY) -m piwm_lib.pretrained build $(PRETRAINED)
+
+recipe-comparison: $(STAMP)
+	nice -n 10 $(PY) -m piwm_lib.recipe configs/recipe_comparison.yaml --csv data/pretrained/recipe_comparison.csv
 
 test: $(STAMP)
 	$(PY) -m pytest tests --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)

@@ -32,24 +32,41 @@ class QualityBar:
         check_fields(self)
 
 
-def measure(generated: np.ndarray, truth: np.ndarray, actions: np.ndarray, bar: QualityBar = QualityBar(),
-            cfg: P.PhysicsConfig = P.PhysicsConfig()) -> dict[str, float]:
-    """The bar's figures of generated vs true (N, 1 + H, 150, 600, 3) uint8 sequences (frame 0: the last real
-    context frame) under actions (N, H): recall over each horizon, ego presence, vanish + pop-up per 100 frames,
-    lane-change commands answered (pooled over windows), and the counts behind them."""
+def window_scores(generated: np.ndarray, truth: np.ndarray, actions: np.ndarray, bar: QualityBar = QualityBar(),
+                  cfg: P.PhysicsConfig = P.PhysicsConfig()) -> dict[str, np.ndarray]:
+    """The bar's figures per window (N,) of generated vs true (N, 1 + H, 150, 600, 3) uint8 sequences (frame 0: the
+    last real context frame) under actions (N, H): recall over each horizon of the bar that fits, ego presence,
+    vanish + pop-up per 100 frames, lane-change commands and those answered."""
     H = generated.shape[1] - 1
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     for h, _ in bar.recall:
         if h <= H:
             s = P.scores(generated[:, :h + 1], truth[:, :h + 1], actions[:, :h], replace(cfg, match_px=bar.match_px))
-            out[f"recall_h{h}"] = float(np.nanmean(s["others_recall"]))
+            out[f"recall_h{h}"] = np.asarray(s["others_recall"], float)
     s = P.scores(generated, truth, actions, cfg)
-    commands = int(np.sum(s["lane_commands"]))
-    out.update(ego_presence=float(np.mean(s["ego_presence"])),
-               vanish_popup_per_100=float(np.mean(s["vanish_per_100"] + s["popup_per_100"])),
-               lane_answered=float(np.sum(s["lane_answered"]) / commands) if commands else float("nan"),
-               lane_commands=commands, windows=int(generated.shape[0]), horizon=int(H))
+    out.update(ego_presence=np.asarray(s["ego_presence"], float),
+               vanish_popup_per_100=np.asarray(s["vanish_per_100"] + s["popup_per_100"], float),
+               lane_commands=np.asarray(s["lane_commands"], float), lane_answered=np.asarray(s["lane_answered"], float))
     return out
+
+
+def summarise(per_window: dict[str, np.ndarray]) -> dict[str, float]:
+    """The bar's figures from window_scores: means over windows, lane-change commands pooled over windows."""
+    out = {k: float(np.nanmean(v)) for k, v in per_window.items() if k.startswith("recall_h")}
+    commands = int(np.sum(per_window["lane_commands"]))
+    out.update(ego_presence=float(np.mean(per_window["ego_presence"])),
+               vanish_popup_per_100=float(np.mean(per_window["vanish_popup_per_100"])),
+               lane_answered=float(np.sum(per_window["lane_answered"]) / commands) if commands else float("nan"),
+               lane_commands=commands, windows=int(len(per_window["ego_presence"])))
+    return out
+
+
+def measure(generated: np.ndarray, truth: np.ndarray, actions: np.ndarray, bar: QualityBar = QualityBar(),
+            cfg: P.PhysicsConfig = P.PhysicsConfig()) -> dict[str, float]:
+    """The bar's figures of generated vs true (N, 1 + H, 150, 600, 3) uint8 sequences under actions (N, H): recall
+    over each horizon, ego presence, vanish + pop-up per 100 frames, lane-change commands answered (pooled over
+    windows), and the counts behind them."""
+    return {**summarise(window_scores(generated, truth, actions, bar, cfg)), "horizon": int(generated.shape[1] - 1)}
 
 
 def verdict(figures: dict[str, float], bar: QualityBar = QualityBar()) -> dict[str, bool | None]:

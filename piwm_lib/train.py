@@ -91,6 +91,8 @@ class TrainConfig:
     progress: bool = True  # tqdm bar on the main process
     edm: EDMConfig = field(default_factory=EDMConfig)  # preconditioning and noise (edm.py)
     upsampler_ctx_noise: bool = False  # the upsampler stage noises its context too (DIAMOND csgo: it does not)
+    action_before_mlp: bool = True  # dynamics U-Net: actions enter the conditioning MLP's input (DIAMOND csgo);
+    # False adds them after it (this project's first recipe)
 
     def __post_init__(self) -> None:
         if isinstance(self.mask, str):
@@ -108,7 +110,7 @@ class TrainConfig:
         """The UNetConfig this stage trains (a dynamics model without a mask has no mask channel, as DIAMOND)."""
         if self.stage == "upsampler":
             return preset(UPSAMPLER_OF[self.model])
-        return replace(preset(self.model), use_mask=self.mask.kind != "none")
+        return replace(preset(self.model), use_mask=self.mask.kind != "none", action_before_mlp=self.action_before_mlp)
 
     @property
     def denoiser_edm(self) -> EDMConfig:
@@ -119,7 +121,7 @@ class TrainConfig:
 
 
 # configs saved before the published recipe (fields they lack -> the behaviour they were trained with)
-LEGACY_TRAIN = {"decay_weights_only": False, "upsampler_ctx_noise": True}
+LEGACY_TRAIN = {"decay_weights_only": False, "upsampler_ctx_noise": True, "action_before_mlp": False}
 LEGACY_MASK = {"dropout_per": "sample"}
 
 

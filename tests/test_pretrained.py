@@ -114,3 +114,37 @@ def test_quality_curve_measures_kept_checkpoints_or_the_shipped_weights(shipped,
     gone = curve(tmp_path / "t-soft", 1, win, ("warm",), root=root)  # no run folder: the shipped weights
     assert [(r["step"], r["start"]) for r in gone] == [(2, "warm")]
     np.testing.assert_equal(gone[0], rows[-1])  # the shipped weights are the last checkpoint's EMA
+
+
+def test_recipe_comparison_trains_an_arm_and_pairs_it_with_the_base(shipped, small_dataset, tmp_path):
+    from piwm_lib.checkpoint import load_denoiser
+    from piwm_lib.recipe import Comparison, arm_config, measure_arms, read_comparison, train_arms
+    recipe, root, runs = shipped
+    spec = tmp_path / "cmp.yaml"
+    spec.write_text(yaml.safe_dump({
+        "base": "t-soft", "step": 2, "windows": 2, "horizon": 2, "starts": ["cold"], "recipe": str(recipe),
+        "n_boot": 50, "arms": {"published": {"run": str(runs / "t-soft")},
+                               "s_cond-0": {"run": str(runs / "t-soft"), "s_cond": 0.0},
+                               "after": {"train": {"action_before_mlp": False, "edm": {"ctx_p_mean": -3.0}}}}},
+        sort_keys=False))
+    comp = read_comparison(spec)
+    cfg = arm_config(comp, comp.arms[2], tmp_path)
+    assert cfg.steps == 2 and cfg.mask.kind == "soft" and cfg.model == "micro"  # the base recipe, the arm's changes
+    assert cfg.edm.ctx_p_mean == -3.0 and cfg.edm.ctx_p_std == 1.2 and not cfg.unet.action_before_mlp
+    train_arms(comp, tmp_path)
+    assert not load_denoiser(tmp_path / "after").unet_cfg.action_before_mlp
+    table = measure_arms(comp, small_dataset, tmp_path, root=root)
+    assert list(table["arm"]) == ["published", "s_cond-0", "after"] and (table["windows"] == 2).all()
+    base = table.iloc[0]
+    for key in ("d_vanish_popup_per_100", "d_ego_presence"):  # the base against itself
+        assert base[key] == base[key + "_lo"] == base[key + "_hi"] == 0
+    assert "d_recall_h8" not in table  # recall at horizon 8 needs 8 generated frames
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"base": "t-soft", "step": 2, "arms": {"a": {"run": "x"}, "b": {}}}))
+    with pytest.raises(ValueError, match="arm 'b' needs exactly one of 'train'"):
+        read_comparison(bad)
+    bad.write_text(yaml.safe_dump({"base": "t-soft", "step": 2, "arms": {"a": {"run": "x"}, "b": {"runs": "y"}}}))
+    with pytest.raises(ValueError, match=r"arm 'b' has unknown keys \['runs'\]"):
+        read_comparison(bad)
+    with pytest.raises(ValueError, match="not a model of"):
+        arm_config(Comparison(base="t-nope", step=2, arms=comp.arms, recipe=str(recipe)), comp.arms[2], tmp_path)

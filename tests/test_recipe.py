@@ -54,6 +54,12 @@ def test_actions_enter_before_or_after_the_conditioning_mlp(before):
     assert torch.allclose(effect_lo, effect_hi, atol=1e-5) is (not before)
 
 
+def test_train_config_places_the_action_embedding():
+    assert T.TrainConfig(model="micro").unet.action_before_mlp  # published default
+    assert not T.TrainConfig(model="micro", action_before_mlp=False).unet.action_before_mlp
+    assert not T.TrainConfig(model="micro", stage="upsampler").unet.n_actions  # the upsampler takes no actions
+
+
 def test_published_samplers():
     dyn, up = PRESETS["fast"]
     assert (dyn.s_cond, dyn.s_churn, dyn.sigma_min) == (0.005, 0.0, 0.002)
@@ -110,11 +116,12 @@ def test_mask_settings_travel_with_the_training_config(tmp_path):
 
 def test_configs_saved_before_the_recipe_load_as_they_were_trained(tmp_path):
     old = to_dict(T.TrainConfig(model="micro"))
-    del old["decay_weights_only"], old["upsampler_ctx_noise"]
+    del old["decay_weights_only"], old["upsampler_ctx_noise"], old["action_before_mlp"]
     old["mask"], old["mask_dropout"] = "soft", 0.3
     cfg = T.config_from_dict(old)
     assert cfg.mask == MaskConfig(kind="soft", dropout=0.3, dropout_per="sample")
     assert not cfg.decay_weights_only and cfg.upsampler_ctx_noise
+    assert not cfg.action_before_mlp and not cfg.unet.action_before_mlp  # the U-Net it trained, had it resumed
     # a checkpoint of that time: actions added after the MLP, a config with no action_before_mlp field
     torch.manual_seed(0)
     net_cfg = replace(preset("micro"), action_before_mlp=False)
