@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from piwm_lib.edm import Denoiser
+from piwm_lib.masks import MaskConfig
 from piwm_lib.runs import resolve_device
 from piwm_lib.sampler import PRESETS
 from piwm_lib.unet import UPSAMPLER_OF, preset
-from piwm_lib.worldmodel import WorldModelConfig, WorldModelEnv
+from piwm_lib.worldmodel import WorldModelEnv, start_config
 
 
 def model(name: str, device: torch.device, seed: int) -> Denoiser:
@@ -37,8 +39,7 @@ def bench(name: str, sampler: str, batch: int, precision: str, mode: str, device
     if mode != "eager":
         for m in (dyn, up):
             m.net.compile(mode="reduce-overhead" if mode == "compile-cudagraphs" else None)
-    cfg = WorldModelConfig(dynamics=PRESETS[sampler][0], upsampler=PRESETS[sampler][1], precision=precision,
-                           warm_start=True)
+    cfg = replace(start_config("warm", MaskConfig(), sampler), precision=precision)
     env = WorldModelEnv(dyn, up, cfg)
     g = np.random.default_rng(0)
     low = g.integers(0, 256, (batch, 4, 30, 120, 3), dtype=np.uint8)

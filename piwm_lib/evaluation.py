@@ -5,7 +5,7 @@ and the metrics.json record that notebook 05, the ablation sweep (notebook 06) a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,9 @@ from . import egomotion as E
 from . import physics as P
 from .dataset import Dataset, test_windows
 from .edm import Denoiser
-from .masks import MaskConfig
 from .metrics import bootstrap_ci
-from .sampler import PRESETS
-from .worldmodel import WorldModelConfig, WorldModelEnv, rollout
+from .worldmodel import STARTS, WorldModelConfig, WorldModelEnv, rollout, start_config  # noqa: F401 (re-exported)
 
-STARTS = ("cold", "warm", "warm_low")  # how each generated frame starts: noise, PIWM Warm Start, Warm Start low sigma
 REPORTED = ("wo", "tec", "iec", "kir", "ego_presence", "vanish_per_100", "popup_per_100", "merge_per_100",
             "swap_per_100", "ego_vanish_per_100", "missing_rate", "extra_rate", "others_recall", "lane_commands",
             "lane_answered", "lane_stuck", "lane_wrong", "lane_unrequested", "lane_completed", "lane_latency",
@@ -35,19 +32,6 @@ def eval_windows(root: str | Path, context: int, horizon: int, windows: int = 0,
     frames, evenly spread, those with a lane-change command after the context first (so KIR has commands to judge)."""
     return test_windows(root, context + horizon, max_windows=windows, min_windows=min_windows,
                         prefer_actions=(P.LEFT, P.RIGHT), after=context - 1)
-
-
-def start_config(start: str, mask: MaskConfig, sampler: str = "fast", warm_offset: float = 0.05,
-                 warm_pixel: float = 0.05, warm_sigma_max: float = 1.0) -> WorldModelConfig:
-    """World-model settings of a start mode: "cold" (every frame from noise), "warm" (PIWM Warm Start, noise s_off,
-    s_ew), "warm_low" (Warm Start on a schedule from warm_sigma_max instead of 5; not published)."""
-    if start not in STARTS:
-        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
-    if sampler not in PRESETS:
-        raise ValueError(f"sampler must be one of {sorted(PRESETS)}, got {sampler!r}")
-    low = warm_sigma_max if start == "warm_low" else None
-    dyn, up = (replace(s, warm_offset=warm_offset, warm_pixel=warm_pixel, warm_sigma_max=low) for s in PRESETS[sampler])
-    return WorldModelConfig(dynamics=dyn, upsampler=up, mask=mask, warm_start=start != "cold")
 
 
 @dataclass

@@ -30,7 +30,6 @@ class SamplerConfig:
     s_tmax: NonNegFloat = math.inf
     s_noise: NonNegFloat = 1.0  # std multiplier of the churn noise
     s_cond: NonNegFloat = 0.0  # noise level added to the context frames at sampling (DIAMOND's conditioning noise)
-    warm_start: bool = False  # PIWM Warm Start: start from the previous output plus noise instead of pure noise
     warm_offset: NonNegFloat = 0.05  # Warm Start: std of the per-image, per-channel offset noise (s_off)
     warm_pixel: NonNegFloat = 0.05  # Warm Start: std of the per-pixel noise (s_ew)
     warm_sigma_max: PosFloat | None = None  # ablation: a warm-started frame's schedule starts here instead of sigma_max
@@ -90,10 +89,11 @@ def sample(model: Denoiser, context: torch.Tensor, cfg: SamplerConfig, generator
            prev: torch.Tensor | None = None) -> torch.Tensor:
     """One frame (B, 3, H, W) from context (B, K, 3, H, W) by EDM's Algorithm 2 (Euler or Heun, optional churn).
 
-    prev: the previous output of this sampler for Warm Start (None: cold start from sigma_max noise).
+    prev: the previous output of this sampler for PIWM Warm Start (None: cold start from sigma_max noise); whether to
+    pass it is the world model's one switch (WorldModelConfig.warm_start).
     """
     B, _, _, H, W = context.shape
-    warm = cfg.warm_start and prev is not None
+    warm = prev is not None
     top = cfg.warm_sigma_max if (warm and cfg.warm_sigma_max is not None) else cfg.sigma_max
     sigmas = karras_sigmas(cfg.steps, cfg.sigma_min, top, cfg.rho).tolist()
     x = initial_noise((B, 3, H, W), sigmas[0], generators, context.device, prev if warm else None, cfg)

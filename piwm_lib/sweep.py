@@ -22,10 +22,10 @@ from .runs import ROOT, runs_root
 from .train import latest_checkpoint
 from .unet import PRESETS, UPSAMPLER_OF
 from .validate import NonNegInt, check_fields, plain_name
+from .worldmodel import STARTS  # notebook 05's STARTS
 
 MASKS = {"none": ("none", False), "hard": ("hard", False), "soft": ("soft", False), "gt": ("gt", False),
          "soft_weighted": ("soft", True)}  # grid name -> (notebook 03's MASK, LOSS_WEIGHTING)
-STARTS = ("cold", "warm", "warm_low")  # notebook 05's STARTS: noise, PIWM Warm Start, Warm Start at a lower sigma_max
 AXES = ("model", "mask", "start")
 TRAIN_NB, EVAL_NB = "03_train_edm", "05_evaluate"
 SWEEP_KEYS = ("grids", "train", "evaluate", "reuse", "pretrained")  # a parameter file's SWEEP mapping

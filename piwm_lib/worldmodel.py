@@ -23,11 +23,28 @@ class WorldModelConfig:
     dynamics: SamplerConfig = field(default_factory=lambda: PRESETS["fast"][0])  # sampler of the 30x120 model
     upsampler: SamplerConfig = field(default_factory=lambda: PRESETS["fast"][1])  # sampler of the x5 upsampler
     mask: MaskConfig = field(default_factory=MaskConfig)  # kind must match the trained model; inference weights
-    warm_start: bool = False  # PIWM Warm Start for both models (overrides the samplers' flag; their warm_* apply)
+    warm_start: bool = False  # PIWM Warm Start for both models (the one switch; the samplers' warm_* settings apply)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast of both networks (the samplers' arithmetic stays fp32)
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+STARTS = ("cold", "warm", "warm_low")  # how each generated frame starts: noise, PIWM Warm Start, Warm Start low sigma
+
+
+def start_config(start: str, mask: MaskConfig, sampler: str = "fast", warm_offset: float = 0.05,
+                 warm_pixel: float = 0.05, warm_sigma_max: float = 1.0) -> WorldModelConfig:
+    """World-model settings of a start mode by name (the one home of the start modes): "cold" (every frame from
+    noise), "warm" (PIWM Warm Start: previous output + noise s_off, s_ew), "warm_low" (Warm Start on a schedule from
+    warm_sigma_max instead of 5; not published); `sampler` names a sampler preset (sampler.PRESETS)."""
+    if start not in STARTS:
+        raise ValueError(f"start must be one of {STARTS}, got {start!r}")
+    if sampler not in PRESETS:
+        raise ValueError(f"sampler must be one of {sorted(PRESETS)}, got {sampler!r}")
+    low = warm_sigma_max if start == "warm_low" else None
+    dyn, up = (replace(s, warm_offset=warm_offset, warm_pixel=warm_pixel, warm_sigma_max=low) for s in PRESETS[sampler])
+    return WorldModelConfig(dynamics=dyn, upsampler=up, mask=mask, warm_start=start != "cold")
 
 
 def with_warm_start(cfg: WorldModelConfig, on: bool) -> WorldModelConfig:
@@ -93,14 +110,15 @@ class WorldModelEnv:
         cfg = self.cfg
         bf16 = cfg.precision == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            dyn_cfg = replace(cfg.dynamics, warm_start=cfg.warm_start)
-            low = sample(self.dyn, self.ctx, dyn_cfg, self.generators, acts, self.mask(states), self.prev_low)
+            warm = cfg.warm_start  # Warm Start: each sampler starts from its previous output (None on the first step)
+            low = sample(self.dyn, self.ctx, cfg.dynamics, self.generators, acts, self.mask(states),
+                         self.prev_low if warm else None)
             low = low.clamp(-1, 1)  # (B, 3, h, w)
             if self.up is not None:
                 H, W = self.full.shape[-2:]
                 up_ctx = torch.stack([self.full, upsample(low, H, W)], 1)  # (B, 2, 3, H, W)
-                up_cfg = replace(cfg.upsampler, warm_start=cfg.warm_start)
-                full = sample(self.up, up_ctx, up_cfg, self.generators, None, None, self.prev_full).clamp(-1, 1)
+                full = sample(self.up, up_ctx, cfg.upsampler, self.generators, None, None,
+                              self.prev_full if warm else None).clamp(-1, 1)
             else:
                 full = upsample(low, *self.full.shape[-2:])
         self.ctx = torch.cat([self.ctx[:, 1:], low[:, None]], 1)

@@ -66,7 +66,7 @@ def test_heun_uses_two_calls_per_step_except_the_last():
 
 def test_warm_start_with_zero_noise_starts_from_previous_frame():
     prev = torch.rand(2, 3, 30, 120)
-    cfg = SamplerConfig(warm_start=True, warm_offset=0.0, warm_pixel=0.0)
+    cfg = SamplerConfig(warm_offset=0.0, warm_pixel=0.0)
     assert torch.equal(initial_noise((2, 3, 30, 120), 5.0, gens(2), "cpu", prev, cfg), prev)
     noisy = initial_noise((2, 3, 30, 120), 5.0, gens(2), "cpu", prev, replace(cfg, warm_offset=0.05, warm_pixel=0.05))
     assert 0.05 < (noisy - prev).std() < 0.1  # sqrt(0.05^2 + 0.05^2) = 0.071
