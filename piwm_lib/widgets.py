@@ -1,10 +1,11 @@
-"""Interactive widgets (ipywidgets): the Soft Mask's sliders (notebook 02) and play with the world model in JupyterLab
-(notebook 04: action buttons, the live frame, frame counter and measured FPS, cold/warm start toggle and reset; each
-click runs one world-model step in the kernel)."""
+"""Interactive widgets (ipywidgets): the Soft Mask's sliders (notebook 02) and a driving game inside the world model
+(notebook 04: action buttons and keys, the live frame, frame counter and measured frames/s, Warm Start toggle, reset,
+and autoplay; each step runs in a worker thread so the kernel keeps answering)."""
 
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import ipywidgets as W
@@ -38,44 +39,144 @@ def png(frame: np.ndarray, scale: int = 1) -> bytes:
     return buf.getvalue()
 
 
-class PlayPanel:
-    """Buttons for the 5 meta-actions drive rollout 0 of a WorldModelEnv from a real starting window."""
+KEYS = {"ArrowLeft": 0, "a": 0, "ArrowUp": 3, "w": 3, "ArrowRight": 2, "d": 2, "ArrowDown": 4, "s": 4, " ": 1}
+# keyboard -> meta-action (env.ACTIONS: 0 LANE_LEFT, 1 IDLE, 2 LANE_RIGHT, 3 FASTER, 4 SLOWER); arrows or WASD, space
 
-    def __init__(self, env: WorldModelEnv, start: tuple[np.ndarray, np.ndarray, np.ndarray]):
+
+class PlayPanel:
+    """A small driving game inside the world model: buttons and keys (arrows / WASD, space = idle) for the 5
+    meta-actions drive rollout 0 of a WorldModelEnv from a real starting window; autoplay lets a policy drive (the
+    logged actions of a real episode by default) until stopped. One step runs at a time, off the kernel's thread:
+    presses during a step are dropped (and counted), not queued."""
+
+    def __init__(self, env: WorldModelEnv, start: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 drive: np.ndarray | None = None):
         self.env, self.start = env, start  # start: lowres (1, K, h, w, 3), full (1, K, H, W, 3), actions (1, K-1)
-        self.image = W.Image(format="png", layout=W.Layout(width="600px"))
-        self.status = W.Label()
-        self.warm = W.ToggleButton(value=env.cfg.warm_start, description="warm start",
-                                   tooltip="PIWM Warm Start: start each frame from the previous one plus noise")
-        self.warm.observe(self._toggle, names="value")
-        buttons = [W.Button(description=name.replace("_", " ").lower(), layout=W.Layout(width="110px"))
-                   for name in ACTIONS]
-        for a, b in enumerate(buttons):
-            b.on_click(lambda _b, a=a: self.act(a))
-        reset = W.Button(description="reset", button_style="warning")
-        reset.on_click(lambda _b: self.reset())
+        self.drive = np.asarray(drive if drive is not None else [1], dtype=np.int64)  # autoplay's actions, cycled
+        self.lock, self.stop_event = threading.Lock(), threading.Event()
+        self.worker: threading.Thread | None = None
         self.times: list[float] = []
-        self.widget = W.VBox([self.image, W.HBox(buttons), W.HBox([self.warm, reset, self.status])])
+        self.dropped = 0
+        self.image = W.Image(format="png", layout=W.Layout(width="600px"))
+        self.status, self.fps = W.Label(), W.Label(layout=W.Layout(width="130px"))
+        self.warm = W.ToggleButton(value=env.cfg.warm_start, tooltip="PIWM Warm Start: start each frame from the "
+                                   "previous one plus noise (off: from pure noise)")
+        self.warm.observe(self._toggle, names="value")
+        self.buttons = [W.Button(description=name.replace("_", " ").lower(), layout=W.Layout(width="110px"),
+                                 tooltip=f"{name} ({', '.join(repr(k) for k, v in KEYS.items() if v == a)})")
+                        for a, name in enumerate(ACTIONS)]
+        for a, b in enumerate(self.buttons):
+            b.on_click(lambda _b, a=a: self.press(a))
+        self.reset_button = W.Button(description="reset", button_style="warning", tooltip="back to the real frames")
+        self.reset_button.on_click(lambda _b: self.press(None))
+        self.auto = W.ToggleButton(value=False, description="autoplay", icon="play",
+                                   tooltip="let the logged actions of a real episode drive until stopped")
+        self.auto.observe(self._autoplay, names="value")
+        self.widget = W.VBox([self.image, W.HBox(self.buttons),
+                              W.HBox([self.warm, self.auto, self.reset_button, self.fps, self.status])])
+        self.keys = self._keyboard()
+        self._label_warm()
         self.reset()
 
+    # -------------------------------------------------------------------------------------------------- controls
+    def _keyboard(self):
+        """Key presses on the frame (click it first) drive the car; None without the ipyevents package."""
+        try:
+            from ipyevents import Event
+        except ImportError:
+            return None
+        ev = Event(source=self.image, watched_events=["keydown"], prevent_default_action=True)
+        ev.on_dom_event(self.on_key)
+        return ev
+
+    def on_key(self, event: dict) -> None:
+        """A keydown event (ipyevents) -> one press of its action (KEYS); other keys are ignored."""
+        if event.get("type") == "keydown" and event.get("key") in KEYS:
+            self.press(KEYS[event["key"]])
+
+    def _label_warm(self) -> None:
+        on = self.env.cfg.warm_start
+        self.warm.description, self.warm.icon = ("Warm Start: on", "check") if on else ("Warm Start: off", "times")
+
     def _toggle(self, change: dict) -> None:
-        self.env.cfg = with_warm_start(self.env.cfg, bool(change["new"]))
+        with self.lock:  # not in the middle of a step
+            self.env.cfg = with_warm_start(self.env.cfg, bool(change["new"]))
+        self._label_warm()
+        self.status.value = self._line("Warm Start switched " + ("on" if change["new"] else "off"))
+
+    def _autoplay(self, change: dict) -> None:
+        if change["new"]:
+            self.auto.description, self.auto.icon = "stop", "stop"
+            self.stop_event.clear()
+            self.worker = threading.Thread(target=self._drive, daemon=True)
+            self.worker.start()
+        else:
+            self.stop_event.set()
+            self.auto.description, self.auto.icon = "autoplay", "play"
+
+    def _drive(self) -> None:
+        """Autoplay's loop (its own thread): step with the drive actions until stopped, as fast as the model goes."""
+        try:
+            while not self.stop_event.is_set():
+                with self.lock:
+                    self._step(int(self.drive[self.env.t % len(self.drive)]))
+        except Exception as e:  # shown, not lost in a thread
+            self.status.value = self._line(f"autoplay stopped: {type(e).__name__}: {e}")
+            self.auto.value = False
+
+    def _busy(self, on: bool) -> None:
+        for b in (*self.buttons, self.reset_button):
+            b.disabled = on
+        if on:
+            self.status.value = self._line("working ...")
+
+    # ------------------------------------------------------------------------------------------------- stepping
+    def press(self, action: int | None) -> bool:
+        """A button or key press: one step with `action` (None: reset) in a worker thread, or dropped (counted) when a
+        step or autoplay is running. Returns whether it was taken."""
+        if self.auto.value or not self.lock.acquire(blocking=False):
+            self.dropped += 1
+            self.status.value = self._line(f"busy: press ignored ({self.dropped} so far)")
+            return False
+
+        def run() -> None:
+            try:
+                self._busy(True)
+                self._reset() if action is None else self._step(action)
+            finally:
+                self._busy(False)
+                self.lock.release()
+        self.worker = threading.Thread(target=run, daemon=True)
+        self.worker.start()
+        return True
+
+    def act(self, action: int) -> np.ndarray:
+        """One world-model step with `action` (0..4), in the caller's thread; returns the new full-res frame."""
+        with self.lock:
+            return self._step(action)
 
     def reset(self) -> None:
         """Back to the real starting frames; Warm Start forgets its previous frame."""
+        with self.lock:
+            self._reset()
+
+    def _reset(self) -> None:
         _, full = self.env.reset(*self.start)
         self.times = []
+        self.fps.value = ""
         self.show(full[0], "reset to real frames")
 
-    def act(self, action: int) -> np.ndarray:
-        """One world-model step with `action` (0..4); returns the new full-res frame."""
+    def _step(self, action: int) -> np.ndarray:
         t0 = time.perf_counter()
         _, full = self.env.step([action])
         self.times.append(time.perf_counter() - t0)
-        fps = 1.0 / np.mean(self.times[-10:])
-        self.show(full[0], f"{ACTIONS[action]}: {1e3 * self.times[-1]:.0f} ms, {fps:.1f} frames/s (last 10)")
+        self.fps.value = f"{1.0 / np.mean(self.times[-10:]):.2f} frames/s"
+        self.show(full[0], f"{ACTIONS[action]}: {1e3 * self.times[-1]:.0f} ms")
         return full[0]
+
+    def _line(self, what: str) -> str:
+        return f"frame {self.env.t} · {what} · {'warm' if self.env.cfg.warm_start else 'cold'} start"
 
     def show(self, frame: np.ndarray, what: str) -> None:
         self.image.value = png(frame)
-        self.status.value = f"frame {self.env.t} · {what} · {'warm' if self.env.cfg.warm_start else 'cold'} start"
+        self.status.value = self._line(what)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -133,13 +134,42 @@ def test_play_panel_steps_resets_and_toggles(small_dataset):
     panel = PlayPanel(world(False), (low[:, :4], full[:, :4], acts[:, :3]))
     first = panel.act(1)
     assert first.shape == (150, 600, 3) and panel.env.t == 1 and "frame 1" in panel.status.value
-    panel.warm.value = True  # the toggle switches Warm Start in the running environment
-    assert panel.env.cfg.warm_start
+    assert panel.warm.description == "Warm Start: off"
+    panel.warm.value = True  # the toggle switches Warm Start in the running environment, and says so at once
+    assert panel.env.cfg.warm_start and panel.warm.description == "Warm Start: on"
+    assert "warm start" in panel.status.value
     panel.act(3)
     panel.reset()
     assert panel.env.t == 0 and panel.env.prev_low is None and panel.image.value[:4] == b"\x89PNG"
     panel.warm.value = False
     assert np.array_equal(panel.act(1), first)  # after reset, cold, same seed: the same first frame
+
+
+def test_play_panel_keys_presses_and_autoplay_run_off_the_kernel_thread(small_dataset):
+    from piwm_lib.widgets import KEYS, PlayPanel
+    low, full, acts = real_window(small_dataset, b=1)
+    panel = PlayPanel(world(False), (low[:, :4], full[:, :4], acts[:, :3]), drive=np.array([1, 3]))
+    assert panel.keys is not None  # ipyevents is installed: the frame takes arrow keys / WASD
+    assert {KEYS["ArrowLeft"], KEYS["ArrowRight"], KEYS["ArrowUp"], KEYS["ArrowDown"], KEYS[" "]} == {0, 1, 2, 3, 4}
+    before = panel.image.value
+    panel.lock.acquire()  # a step is running: a press is dropped and counted, not queued
+    panel.on_key({"type": "keydown", "key": "ArrowLeft"})
+    assert panel.dropped == 1 and "busy" in panel.status.value and panel.env.t == 0
+    panel.lock.release()
+    panel.on_key({"type": "keydown", "key": "ArrowLeft"})  # taken: one step in a worker thread
+    panel.worker.join(60)
+    assert panel.env.t == 1 and panel.image.value != before and "LANE_LEFT" in panel.status.value
+    assert "frames/s" in panel.fps.value and not panel.buttons[0].disabled  # buttons back after the step
+    panel.on_key({"type": "keydown", "key": "q"})  # not a driving key: nothing happens
+    assert panel.env.t == 1 and panel.worker is not None
+    panel.auto.value = True  # autoplay: the drive actions step until stopped
+    deadline = time.time() + 60
+    while panel.env.t < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    assert not panel.press(1) and panel.dropped == 2  # presses during autoplay are dropped
+    panel.auto.value = False
+    panel.worker.join(60)
+    assert not panel.worker.is_alive() and panel.env.t >= 3 and panel.auto.description == "autoplay"
 
 
 def test_a_gt_mask_rolls_out_only_with_the_logged_states(small_dataset):
