@@ -1,6 +1,6 @@
 # PIWM course. Every target bootstraps .venv when it is missing.
 #   make course   run every notebook headless (papermill, course profile) into runs/course/
-#   make test     unit tests + notebook tests (nbval)
+#   make test     unit tests + notebook tests (nbval) + browser tests (installs Debian's chromium + chromium-driver)
 #   make pretrained  train (resuming) and export the shipped models of configs/pretrained.yaml into data/pretrained/
 #   make recipe-comparison  train (resuming) and measure the recipe arms of configs/recipe_comparison.yaml
 PYTHON ?= python3
@@ -12,7 +12,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 PRETRAINED ?=
 
-.PHONY: pretrained recipe-comparison course test unit nbtest bench bench-collect bench-read bench-masks bench-train bench-sample nb-refresh clean-venv
+.PHONY: pretrained recipe-comparison browser course test unit nbtest bench bench-collect bench-read bench-masks bench-train bench-sample nb-refresh clean-venv
 
 $(STAMP): pyproject.toml
 	@# A machine that already has torch >= 2.4 (e.g. a GPU box) keeps it: the venv then sees system packages.
@@ -46,10 +46,18 @@ pretrained: $(STAMP)
 recipe-comparison: $(STAMP)
 	nice -n 10 $(PY) -m piwm_lib.recipe configs/recipe_comparison.yaml --csv data/pretrained/recipe_comparison.csv
 
-test: $(STAMP)
+browser:
+	@# Debian's Chromium and ChromeDriver for the browser tests (tests/test_browser.py), installed once
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q chromium chromium-driver || \
+	  { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest tests --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(PY) -m pytest tests
 
 nbtest: $(STAMP)

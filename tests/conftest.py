@@ -32,3 +32,11 @@ def small_dataset(tmp_path_factory) -> Path:
     """3 IDM episodes x 30 frames, seed 7, collected with one process."""
     out = tmp_path_factory.mktemp("small") / "ds"
     return collect(small_config(out), progress=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (rep_setup, rep_call): fixtures read it to act on a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
