@@ -83,7 +83,8 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
                              "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
                              "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={home}",
-                             "--LabApp.expose_app_in_browser=True"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--LabApp.expose_app_in_browser=True", "--allow-root"],  # CI runs as root
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -136,7 +137,7 @@ def wait(drv, script: str, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-NB = "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+NB = "(window.jupyterapp && Array.from(window.jupyterapp.shell.widgets('main')).find(w => w.sessionContext))"
 KERNEL = f"({NB} && {NB}.sessionContext.session && {NB}.sessionContext.session.kernel)"
 
 
@@ -144,6 +145,8 @@ def run_all(drv, url: str, name: str) -> None:
     """Open a notebook in JupyterLab, Run All, wait until every code cell ran; fail on an error output."""
     drv.get(f"{url}/lab/tree/{name}.ipynb?reset")
     wait(drv, f"{KERNEL} && {KERNEL}.status === 'idle'", 120, f"{name}'s kernel")
+    drv.find_element("css selector", ".jp-Notebook .jp-Cell").click()  # focus: the commands act on this notebook
+    wait(drv, f"window.jupyterapp.shell.currentWidget === {NB}", 30, f"{name} to take the focus")
     drv.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     time.sleep(2)
     done = f"""{KERNEL}.status === 'idle' && {NB}.content.widgets.every(c => c.model.type !== 'code'
