@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from tqdm.auto import tqdm
 
 from .runs import resolve
 from .validate import ConfigError
@@ -134,7 +135,7 @@ def measure_arms(comp: Comparison, data_dir: str | Path = "data/course", runs: P
     shipped = load_pretrained(comp.base, root=root)  # its mask settings and upsampler
     win = None
     per, rows = {}, []
-    for arm in comp.arms:
+    for arm in tqdm(comp.arms, desc="recipe arms", unit="arm"):
         dyn = load_denoiser(arm.folder(runs) / ckpt_name(comp.step))
         win = win if win is not None else eval_windows(data_dir, dyn.unet_cfg.n_context, comp.horizon, comp.windows)
         cfgs = {}

@@ -76,6 +76,10 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("lab")
     for name in ("02_soft_masks", "04_sample_rollout"):
         shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", home)
+    labconfig = home / "config" / "labconfig"  # no "news?" notification over the page
+    labconfig.mkdir(parents=True)
+    (labconfig / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
     port = free_port()
     env = {**os.environ, "PIWM_RUNS_DIR": str(home / "runs"), "JUPYTER_CONFIG_DIR": str(home / "config"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
@@ -216,9 +220,11 @@ def test_notebook_02_slider_redraws_the_mask(lab, browser):
     handle = browser.execute_script("""
         const box = [...document.querySelectorAll('.widget-slider')].find(
             s => s.querySelector('.widget-label') && s.querySelector('.widget-label').textContent.trim() === 'r_glob');
-        box.scrollIntoView({block: 'center'});
-        return box.querySelector('.noUi-handle');""")
+        return box && box.querySelector('.noUi-handle');""")
     assert handle is not None, "no r_glob slider"
+    ActionChains(browser).scroll_to_element(handle).perform()
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", handle)
+    time.sleep(1)
     ActionChains(browser).click_and_hold(handle).move_by_offset(60, 0).release().perform()
     old = json.dumps(before[0] if before else "")
     wait(browser, f"{pictures}.length && {pictures}[0] !== {old}", 60, "the mask picture to change after the drag")
