@@ -11,7 +11,7 @@ trains (resuming) the arms that need training into runs/recipe/<arm>/, then meas
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -126,29 +126,25 @@ def measure_arms(comp: Comparison, data_dir: str | Path = "data/course", runs: P
     """Every arm's bar figures per start on the same windows and noise, with its paired difference from the first
     arm (mean and 95% bootstrap interval of the per-window difference) for each of COMPARED."""
     from .checkpoint import ckpt_name, load_denoiser
-    from .evaluation import eval_windows, evaluate, start_config, truth_of, with_context
+    from .evaluation import eval_windows
     from .metrics import bootstrap_ci
     from .pretrained import load_pretrained
-    from .quality import summarise, window_scores
+    from .quality import env_window_scores, summarise
+    from .worldmodel import WorldModelEnv
 
     runs = runs or resolve("runs") / "recipe"
     shipped = load_pretrained(comp.base, root=root)  # its mask settings and upsampler
     win = None
     per, rows = {}, []
     for arm in tqdm(comp.arms, desc="recipe arms", unit="arm"):
-        dyn = load_denoiser(arm.folder(runs) / ckpt_name(comp.step))
-        win = win if win is not None else eval_windows(data_dir, dyn.unet_cfg.n_context, comp.horizon, comp.windows)
-        cfgs = {}
+        wm = WorldModelEnv(load_denoiser(arm.folder(runs) / ckpt_name(comp.step)), shipped.up, shipped.cfg)
+        win = win if win is not None else eval_windows(data_dir, wm.k, comp.horizon, comp.windows)
+        scores = env_window_scores(wm, win, comp.starts, seed=comp.seed, s_cond=arm.s_cond)
         for s in comp.starts:
-            cfg = start_config(s, shipped.cfg.mask)
-            cfgs[s] = cfg if arm.s_cond is None else replace(cfg, dynamics=replace(cfg.dynamics, s_cond=arm.s_cond))
-        ev = evaluate(dyn, shipped.up, cfgs, win, seed=comp.seed)
-        truth, actions = truth_of(win, dyn.unet_cfg.n_context)
-        for s in comp.starts:
-            per[arm.name, s] = window_scores(with_context(win, ev.frames[s], dyn.unet_cfg.n_context), truth, actions)
-            row = {"arm": arm.name, "start": s, "step": comp.step, **summarise(per[arm.name, s])}
-            for key in [k for k in per[arm.name, s] if k.startswith(COMPARED)]:
-                d = per[arm.name, s][key] - per[comp.arms[0].name, s][key]
+            per[arm.name, s] = scores[s]
+            row = {"arm": arm.name, "start": s, "step": comp.step, **summarise(scores[s])}
+            for key in [k for k in scores[s] if k.startswith(COMPARED)]:
+                d = scores[s][key] - per[comp.arms[0].name, s][key]
                 ok = ~np.isnan(d)  # windows where both arms have the figure (recall: a true car in view)
                 row[f"d_{key}"], row[f"d_{key}_lo"], row[f"d_{key}_hi"] = (
                     bootstrap_ci(d[ok], comp.n_boot, seed=comp.seed) if ok.any() else (np.nan,) * 3)

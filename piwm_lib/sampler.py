@@ -93,10 +93,9 @@ def sample(model: Denoiser, context: torch.Tensor, cfg: SamplerConfig, generator
     pass it is the world model's one switch (WorldModelConfig.warm_start).
     """
     B, _, _, H, W = context.shape
-    warm = prev is not None
-    top = cfg.warm_sigma_max if (warm and cfg.warm_sigma_max is not None) else cfg.sigma_max
+    top = cfg.warm_sigma_max if (prev is not None and cfg.warm_sigma_max is not None) else cfg.sigma_max
     sigmas = karras_sigmas(cfg.steps, cfg.sigma_min, top, cfg.rho).tolist()
-    x = initial_noise((B, 3, H, W), sigmas[0], generators, context.device, prev if warm else None, cfg)
+    x = initial_noise((B, 3, H, W), sigmas[0], generators, context.device, prev, cfg)
     sigma_ctx = None
     if cfg.s_cond > 0:
         ctx_noise = torch.stack([randn_like(context[:, k], generators) for k in range(context.shape[1])], 1)
