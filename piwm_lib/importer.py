@@ -1,0 +1,446 @@
+"""Bring your own episodes (`python -m piwm_lib.importer`): frames (an image folder or a video) with an actions CSV,
+or recordings of any gymnasium environment with a Discrete action space, written as a dataset (data/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .collect import prepare_manifest
+from .dataset import write_index
+from .frames import resize_uint8
+from .storage import EpisodeWriter, episode_name
+from .validate import NonNegInt, PosInt, check_fields
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # frames of an image folder, sorted by file name
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif")  # read with imageio (PyAV for all but .gif)
+ACTION_COLUMN = "action"  # the CSV column read: integer indices 0..n-1 or action names
+LOWRES_FACTOR = 5  # frame size / low-res size: the upsampler's x5 (PIWM)
+MIN_LOWRES = 8  # px: the U-Net halves the low-res grid 3 times (4 levels); 8 keeps >= 1 px at the deepest level
+Policy = Callable[[Any, np.random.Generator], int]  # (observation, the episode's generator) -> action index
+
+
+class AspectWarning(UserWarning):
+    """Frames resized to a different aspect ratio (they come out stretched)."""
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Where and how imported episodes are written; saved in dataset.json."""
+
+    out: str = "data/imported"  # dataset folder (episode files, dataset.json, index.json)
+    frame_size: tuple[PosInt, PosInt] = (150, 600)  # (H, W) px every frame is resized to (HighwayEnv's camera)
+    lowres_size: tuple[PosInt, PosInt] = (30, 120)  # (h, w) px of the dynamics model's copy: frame_size / 5
+    seed: NonNegInt = 0  # the one seed (gymnasium: env.reset(seed=seed + episode) and the policy's generator)
+    test_fraction: float = 0.1  # every 10th episode is test, from episode 1 (dataset.split_of)
+
+    def __post_init__(self) -> None:
+        check_fields(self, test_fraction="[0, 1)")
+        (H, W), (h, w) = self.frame_size, self.lowres_size
+        if H % LOWRES_FACTOR or W % LOWRES_FACTOR or (h, w) != (H // LOWRES_FACTOR, W // LOWRES_FACTOR):
+            raise ValueError(f"ImportConfig.lowres_size must be frame_size / {LOWRES_FACTOR} (the upsampler is x5): "
+                             f"frame_size {self.frame_size} needs both sides divisible by 5, got lowres {(h, w)}")
+        if min(h, w) < MIN_LOWRES:
+            raise ValueError(f"ImportConfig.lowres_size {(h, w)} is too small for the U-Net (it halves the grid 3 "
+                             f"times): both sides >= {MIN_LOWRES}, i.e. frame_size >= {MIN_LOWRES * LOWRES_FACTOR}")
+
+
+@dataclass(frozen=True)
+class GymConfig:
+    """What to record from a gymnasium environment; saved in dataset.json's source block."""
+
+    env_id: str = "CartPole-v1"  # any registered id whose env renders rgb_array and has a Discrete action space
+    episodes: PosInt = 2  # episodes to record
+    frames: PosInt = 100  # frames per episode at most (an episode that terminates earlier is shorter)
+    policy: str = "random"  # "random": uniform, from default_rng([seed + episode, 1]); "fixed": always `action`
+    action: NonNegInt = 0  # the action index of policy "fixed"
+
+    def __post_init__(self) -> None:
+        check_fields(self, policy=("random", "fixed"))
+
+
+def manifest(cfg: ImportConfig, source: dict, names: list[str]) -> dict:
+    """dataset.json of an imported dataset: what every episode shares (a rerun refuses other settings)."""
+    return {"format": "piwm-dataset", "seed": cfg.seed, "test_fraction": cfg.test_fraction, "source": source,
+            "action_names": list(names), "frame_size": list(cfg.frame_size), "lowres_size": list(cfg.lowres_size)}
+
+
+# ----------------------------------------------------------------------------------------------------------- frames
+def fit(frame: np.ndarray, cfg: ImportConfig) -> tuple[np.ndarray, np.ndarray]:
+    """An RGB(A)/grey uint8 frame -> (H, W, 3) frame at cfg.frame_size and its (h, w, 3) low-res copy."""
+    x = np.asarray(frame)
+    x = np.repeat(x[..., None], 3, -1) if x.ndim == 2 else x[..., :3]  # grey -> RGB; RGBA -> RGB
+    full = resize_uint8(x[None].astype(np.uint8), *cfg.frame_size)  # (1, H, W, 3)
+    return full[0], resize_uint8(full, *cfg.lowres_size)[0]
+
+
+def check_aspect(shape: tuple[int, ...], cfg: ImportConfig, where: str) -> None:
+    """Warn (AspectWarning) when frames of `shape` change aspect ratio on their way to cfg.frame_size."""
+    (H, W), (h, w) = cfg.frame_size, shape[:2]
+    if abs(w / h - W / H) > 0.01 * W / H:
+        warnings.warn(f"{where}: frames of {h}x{w} px are resized to {H}x{W} px (aspect {w / h:.3f} -> {W / H:.3f}): "
+                      "they come out stretched; pass frame_size with their aspect ratio to keep it", AspectWarning, 3)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The frames of an image folder (IMAGE_SUFFIXES), sorted by name; ValueError when there are none."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no frames ({', '.join(IMAGE_SUFFIXES)} files); put the episode's frames "
+                         "there, named so that sorting by name gives their order")
+    return files
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image as a uint8 array; ValueError naming the file when it cannot be decoded."""
+    import imageio.v3 as iio
+
+    try:
+        img = iio.imread(path)
+    except Exception as e:
+        raise ValueError(f"cannot read image {path} ({type(e).__name__}: {e}); replace or remove it") from None
+    if img.dtype != np.uint8 or img.ndim not in (2, 3):
+        raise ValueError(f"image {path} is {img.shape} {img.dtype}; frames must be 8-bit grey, RGB or RGBA")
+    return img
+
+
+def video_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(label, frame) of each frame of a video file, streamed; ValueError naming the file when it cannot be read."""
+    import imageio.v3 as iio
+
+    try:
+        for t, frame in enumerate(iio.imiter(path)):
+            yield f"{path} frame {t}", frame
+    except Exception as e:
+        raise ValueError(f"cannot read video {path} ({type(e).__name__}: {e}); check the file, or convert it to "
+                         "mp4 (PyAV reads it: pip install av)") from None
+
+
+def frame_source(src: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(label, frame) pairs of an image folder or a video file."""
+    if not src.exists():
+        raise FileNotFoundError(f"frames {src} not found: pass an image folder or a video file")
+    if src.is_dir():
+        return ((str(p), read_image(p)) for p in image_files(src))
+    return video_frames(src)
+
+
+def count_frames(src: Path) -> int | None:
+    """The frame count of an image folder (None for a video: known only once read)."""
+    return len(image_files(src)) if src.is_dir() else None
+
+
+def read_actions(path: Path, names: list[str]) -> list[int]:
+    """Action indices of an actions CSV: a header row and an `action` column holding indices 0..n-1 or names."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if ACTION_COLUMN not in (reader.fieldnames or []):
+            raise ValueError(f"{path} has no {ACTION_COLUMN!r} column (columns: {reader.fieldnames}); write a header "
+                             f"row with an {ACTION_COLUMN!r} column: one row per transition, an index or a name")
+        return [action_index(row[ACTION_COLUMN], names, path, i + 2) for i, row in enumerate(reader)]
+
+
+def action_index(value: str | None, names: list[str], path: Path, line: int) -> int:
+    """One CSV cell as an action index; ValueError naming the file and line when it is out of range or unknown."""
+    v = (value or "").strip()
+    if v in names:
+        return names.index(v)
+    try:
+        a = int(v)
+    except ValueError:
+        raise ValueError(f"{path} line {line}: unknown action {v!r}; known names: {names}") from None
+    if not 0 <= a < len(names):
+        raise ValueError(f"{path} line {line}: action {a} outside 0..{len(names) - 1} ({len(names)} action names)")
+    return a
+
+
+# ----------------------------------------------------------------------------------------------------------- write
+def write_episode(path: Path, frames: Iterator[tuple[str, np.ndarray]], actions: list[int] | Callable[[int], int],
+                  cfg: ImportConfig, attrs: dict) -> int:
+    """Stream frames into one episode file (atomic, storage.EpisodeWriter); `actions` the T-1 actions, or a function
+    of the frame number giving the action that led to it. Returns the frame count; the file is dropped on error."""
+    H, W = cfg.frame_size
+    h, w = cfg.lowres_size
+    writer = EpisodeWriter(path, frame_shape=(H, W, 3), lowres_shape=(h, w, 3), n_slots=0, state_fields=(),
+                           attrs=attrs)
+    try:
+        first = None
+        for t, (label, frame) in enumerate(frames):
+            first = check_frame(frame, first, label, cfg)
+            action = None if t == 0 else actions[t - 1] if isinstance(actions, list) else actions(t)
+            writer.append(*fit(frame, cfg), None, None, action)
+        n = writer.n
+        if n == 0:
+            raise ValueError(f"{path.name}: no frames to write")
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return n
+
+
+def check_frame(frame: np.ndarray, first: tuple[int, ...] | None, label: str, cfg: ImportConfig) -> tuple[int, ...]:
+    """The episode's frame shape; ValueError when this frame's differs from the first one's (AspectWarning once)."""
+    if first is None:
+        check_aspect(frame.shape, cfg, label)
+        return frame.shape
+    if frame.shape != first:
+        raise ValueError(f"{label} is {frame.shape[:2]} px but the episode's first frame is {first[:2]}: the frames "
+                         "of one episode must share one size; resize or remove the odd ones")
+    return first
+
+
+def frames_attrs(index: int, cfg: ImportConfig, names: list[str], frames: Path, actions: Path) -> dict:
+    """Attributes of an episode imported from frames + CSV (names only, no paths: the bytes do not depend on them)."""
+    return {"episode": index, "seed": cfg.seed, "action_names": list(names),
+            "source": {"kind": "frames_csv", "frames": frames.name, "actions": actions.name}}
+
+
+def import_episode(frames: str | Path, actions: str | Path, names: list[str], cfg: ImportConfig,
+                   episode: int = 0) -> Path:
+    """Import one episode (image folder or video + actions CSV) as episode `episode` of cfg.out; a finished one is
+    kept. Writes dataset.json and index.json."""
+    out = Path(cfg.out)
+    prepare_manifest(out, manifest(cfg, {"kind": "frames_csv"}, names))
+    path = out / episode_name(episode)
+    if not path.exists():
+        _import_one(Path(frames), Path(actions), names, cfg, path, episode)
+    write_index(out)
+    return path
+
+
+def _import_one(frames: Path, actions: Path, names: list[str], cfg: ImportConfig, path: Path, episode: int) -> None:
+    """Check the counts of one frames + CSV pair and write it."""
+    acts = read_actions(actions, names)
+    n = count_frames(frames) if frames.exists() else None
+    if n is not None and n != len(acts) + 1:
+        raise ValueError(mismatch(frames, n, actions, len(acts)))
+    write_episode(path, _limited(frame_source(frames), len(acts) + 1, frames, actions, len(acts)), acts, cfg,
+                  frames_attrs(episode, cfg, names, frames, actions))
+
+
+def _limited(frames: Iterator[tuple[str, np.ndarray]], n: int, src: Path, csv_path: Path,
+             rows: int) -> Iterator[tuple[str, np.ndarray]]:
+    """The first `n` frames; raises the mismatch (counting every frame) when there are more or fewer."""
+    t = 0
+    for t, item in enumerate(frames, 1):
+        if t > n:
+            raise ValueError(mismatch(src, n + 1 + sum(1 for _ in frames), csv_path, rows))
+        yield item
+    if t < n:
+        raise ValueError(mismatch(src, t, csv_path, rows))
+
+
+def mismatch(frames: Path, n: int, actions: Path, rows: int) -> str:
+    """The message for frame and action counts that do not fit (T frames need T-1 actions)."""
+    return (f"{frames} has {n} frames but {actions} has {rows} action rows: an episode of T frames needs T-1 "
+            f"actions (one per transition, {n - 1} here); fix the CSV or the frames")
+
+
+def episode_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(frames, actions CSV) per episode of a folder: subfolders with images + actions.csv, or videos with a CSV of
+    the same stem beside them; sorted by name (episode k = the k-th)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of episodes")
+    pairs = [(d, d / "actions.csv") for d in sorted(root.iterdir()) if d.is_dir()]
+    pairs += [(v, v.with_suffix(".csv")) for v in sorted(root.iterdir()) if v.suffix.lower() in VIDEO_SUFFIXES]
+    if not pairs:
+        raise ValueError(f"{root} holds no episodes: put one subfolder per episode (frames + actions.csv) or one "
+                         "video per episode with a CSV of the same name beside it")
+    missing = [str(a) for _, a in pairs if not a.exists()]
+    if missing:
+        raise FileNotFoundError(f"actions CSV missing for {len(missing)} episode(s): {missing}")
+    return sorted(pairs)
+
+
+def import_folder(root: str | Path, names: list[str], cfg: ImportConfig, progress: bool = True) -> Path:
+    """Import every episode of a folder (episode_pairs) into cfg.out; finished episodes are kept on a rerun."""
+    out = Path(cfg.out)
+    pairs = episode_pairs(Path(root))
+    prepare_manifest(out, manifest(cfg, {"kind": "frames_csv"}, names))
+    for k, (frames, actions) in enumerate(tqdm(pairs, desc="import", unit="episode", disable=not progress)):
+        if not (out / episode_name(k)).exists():
+            _import_one(frames, actions, names, cfg, out / episode_name(k), k)
+    write_index(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------- gymnasium
+def make_env(env_id: str):
+    """gymnasium.make(env_id, render_mode="rgb_array"); ValueError unless it renders rgb_array and acts Discrete."""
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+    except gym.error.Error as e:
+        raise ValueError(f"cannot make gymnasium env {env_id!r}: {e}") from None
+    if "rgb_array" not in env.metadata.get("render_modes", []):
+        env.close()
+        raise ValueError(f"gymnasium env {env_id!r} cannot render rgb_array (render modes "
+                         f"{env.metadata.get('render_modes')}); choose an env that draws its frames")
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        env.close()
+        raise ValueError(f"gymnasium env {env_id!r} has action space {env.action_space}; the world model needs a "
+                         "Discrete one (wrap the env to discretise its actions)")
+    return env
+
+
+def gym_names(env) -> list[str]:
+    """Action names of a Discrete env: its get_action_meanings() (Atari) or the action values as text."""
+    meanings = getattr(env.unwrapped, "get_action_meanings", None)
+    space = env.action_space
+    return list(meanings()) if meanings else [str(int(space.start) + i) for i in range(int(space.n))]
+
+
+def gym_policy(gc: GymConfig, n: int) -> Policy:
+    """The policy named by gc: uniform random over n actions, or the fixed action (checked against n)."""
+    if gc.policy == "fixed":
+        if not 0 <= gc.action < n:
+            raise ValueError(f"GymConfig.action {gc.action} outside 0..{n - 1} of {gc.env_id!r}")
+        return lambda obs, rng: gc.action
+    return lambda obs, rng: int(rng.integers(n))
+
+
+def render(env, env_id: str) -> np.ndarray:
+    """env.render() as (H, W, 3) uint8; ValueError naming the env otherwise."""
+    frame = env.render()
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.dtype != np.uint8:
+        got = f"{frame.shape} {frame.dtype}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"gymnasium env {env_id!r} rendered {got}, not an (H, W, 3) uint8 rgb_array frame")
+    return frame
+
+
+def gym_frames(env, gc: GymConfig, seed: int, policy: Policy, taken: list[int]) -> Iterator[tuple[str, np.ndarray]]:
+    """Frames of one episode (reset(seed=seed), then policy actions until it ends or gc.frames), appending each
+    action to `taken`."""
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng([seed, 1])
+    yield f"{gc.env_id} seed {seed} frame 0", render(env, gc.env_id)
+    n, start = int(env.action_space.n), int(env.action_space.start)
+    for t in range(1, gc.frames):
+        a = int(policy(obs, rng))
+        if not 0 <= a < n:
+            raise ValueError(f"the policy returned action {a} for {gc.env_id!r}, outside 0..{n - 1}")
+        taken.append(a)
+        obs, _, terminated, truncated, _ = env.step(start + a)
+        yield f"{gc.env_id} seed {seed} frame {t}", render(env, gc.env_id)
+        if terminated or truncated:
+            return
+
+
+def record_episode(path: Path, index: int, gc: GymConfig, cfg: ImportConfig, policy: Policy) -> int:
+    """Record episode `index` (env.reset(seed=cfg.seed + index)) into `path`; returns its frame count."""
+    env = make_env(gc.env_id)
+    taken: list[int] = []
+    try:
+        attrs = {"episode": index, "seed": cfg.seed, "env_seed": cfg.seed + index, "action_names": gym_names(env),
+                 "source": gym_source(gc, policy)}
+        return write_episode(path, gym_frames(env, gc, cfg.seed + index, policy, taken), lambda t: taken[t - 1], cfg,
+                             attrs)
+    finally:
+        env.close()
+
+
+def gym_source(gc: GymConfig, policy: Policy | None) -> dict:
+    """dataset.json's source block of a gymnasium recording (a user policy named by its qualified name)."""
+    import gymnasium as gym
+
+    src = {"kind": "gymnasium", "gymnasium": gym.__version__, "env_id": gc.env_id, "frames": gc.frames,
+           "policy": gc.policy}  # not the episode count: a rerun with more episodes adds to the dataset
+    if gc.policy == "fixed":
+        src["action"] = gc.action
+    if policy is not None:
+        src["policy"] = f"callable {getattr(policy, '__module__', '?')}.{getattr(policy, '__qualname__', '?')}"
+    return src
+
+
+def record_gym(gc: GymConfig, cfg: ImportConfig, policy: Policy | None = None, progress: bool = True) -> Path:
+    """Record gc.episodes episodes of gc.env_id into cfg.out (resumable: finished episodes are kept), with the
+    policy of gc or `policy(observation, generator) -> action index`; writes dataset.json and index.json."""
+    out = Path(cfg.out)
+    env = make_env(gc.env_id)
+    names = gym_names(env)
+    env.close()
+    prepare_manifest(out, manifest(cfg, gym_source(gc, policy), names))
+    act = policy or gym_policy(gc, len(names))
+    for k in tqdm(range(gc.episodes), desc=f"record {gc.env_id}", unit="episode", disable=not progress):
+        if not (out / episode_name(k)).exists():
+            record_episode(out / episode_name(k), k, gc, cfg, act)
+    write_index(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
+def _size(text: str) -> tuple[int, int]:
+    """'HxW' -> (H, W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 150x600), got {text!r}") from None
+    return h, w
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m piwm_lib.importer", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = ImportConfig()
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="dataset folder")
+    common.add_argument("--frame-size", type=_size, default=d.frame_size, help="HxW px of the frames (150x600)")
+    common.add_argument("--lowres-size", type=_size, default=None, help="HxW px of the low-res copy (frame / 5)")
+    common.add_argument("--seed", type=int, default=d.seed)
+    common.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    common.add_argument("--no-progress", action="store_true")
+    fr = sub.add_parser("frames", parents=[common], help="one episode: an image folder or a video + actions CSV")
+    fr.add_argument("frames", help="folder of PNG/JPEG frames (sorted by name) or a video file")
+    fr.add_argument("actions", help="CSV with a header and an 'action' column: T-1 rows, indices or names")
+    fr.add_argument("--action-names", required=True, help="comma-separated names of actions 0..n-1")
+    fr.add_argument("--episode", type=int, default=0, help="episode number (a finished one is kept)")
+    fo = sub.add_parser("folder", parents=[common], help="every episode of a folder (subfolders or videos + CSVs)")
+    fo.add_argument("root")
+    fo.add_argument("--action-names", required=True, help="comma-separated names of actions 0..n-1")
+    gy = sub.add_parser("gym", parents=[common], help="record a gymnasium env (rgb_array, Discrete actions)")
+    g = GymConfig()
+    gy.add_argument("env_id")
+    gy.add_argument("--episodes", type=int, default=g.episodes)
+    gy.add_argument("--frames", type=int, default=g.frames, help="frames per episode at most")
+    gy.add_argument("--policy", choices=("random", "fixed"), default=g.policy)
+    gy.add_argument("--action", type=int, default=g.action, help="the action of --policy fixed")
+    return p.parse_args(argv)
+
+
+def config_from_args(a: argparse.Namespace) -> ImportConfig:
+    """ImportConfig from the command line (low-res size frame / 5 unless given)."""
+    low = a.lowres_size or (a.frame_size[0] // LOWRES_FACTOR, a.frame_size[1] // LOWRES_FACTOR)
+    return ImportConfig(out=a.out, frame_size=a.frame_size, lowres_size=low, seed=a.seed,
+                        test_fraction=a.test_fraction)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; a refused input ends in one error line naming the file and what to do."""
+    a = _parse(argv)
+    try:
+        cfg = config_from_args(a)
+        if a.cmd == "gym":
+            record_gym(GymConfig(a.env_id, a.episodes, a.frames, a.policy, a.action), cfg, progress=not a.no_progress)
+        elif a.cmd == "folder":
+            import_folder(a.root, a.action_names.split(","), cfg, progress=not a.no_progress)
+        else:
+            import_episode(a.frames, a.actions, a.action_names.split(","), cfg, a.episode)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"python -m piwm_lib.importer: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{cfg.out}: imported; check it with python -m piwm_lib.collect check {cfg.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
