@@ -1,15 +1,17 @@
 """Bring your own episodes (`python -m piwm_lib.importer`): frames (an image folder or a video) with an actions CSV,
-or recordings of any gymnasium environment with a Discrete action space, written as a dataset (data/README.md)."""
+HDF5 episodes, or (`gym`, piwm_lib.recorder) recordings of a gymnasium environment, written as a dataset
+(data/README.md)."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -25,7 +27,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif")  # read with 
 ACTION_COLUMN = "action"  # the CSV column read: integer indices 0..n-1 or action names
 LOWRES_FACTOR = 5  # frame size / low-res size: the upsampler's x5 (PIWM)
 MIN_LOWRES = 8  # px: the U-Net halves the low-res grid 3 times (4 levels); 8 keeps >= 1 px at the deepest level
-Policy = Callable[[Any, np.random.Generator], int]  # (observation, the episode's generator) -> action index
 
 
 class AspectWarning(UserWarning):
@@ -51,20 +52,6 @@ class ImportConfig:
         if min(h, w) < MIN_LOWRES:
             raise ValueError(f"ImportConfig.lowres_size {(h, w)} is too small for the U-Net (it halves the grid 3 "
                              f"times): both sides >= {MIN_LOWRES}, i.e. frame_size >= {MIN_LOWRES * LOWRES_FACTOR}")
-
-
-@dataclass(frozen=True)
-class GymConfig:
-    """What to record from a gymnasium environment; saved in dataset.json's source block."""
-
-    env_id: str = "CartPole-v1"  # any registered id whose env renders rgb_array and has a Discrete action space
-    episodes: PosInt = 2  # episodes to record
-    frames: PosInt = 100  # frames per episode at most (an episode that terminates earlier is shorter)
-    policy: str = "random"  # "random": uniform, from default_rng([seed + episode, 1]); "fixed": always `action`
-    action: NonNegInt = 0  # the action index of policy "fixed"
-
-    def __post_init__(self) -> None:
-        check_fields(self, policy=("random", "fixed"))
 
 
 def manifest(cfg: ImportConfig, source: dict, names: list[str]) -> dict:
@@ -273,107 +260,60 @@ def import_folder(root: str | Path, names: list[str], cfg: ImportConfig, progres
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------- gymnasium
-def make_env(env_id: str):
-    """gymnasium.make(env_id, render_mode="rgb_array"); ValueError unless it renders rgb_array and acts Discrete."""
-    import gymnasium as gym
-
-    try:
-        env = gym.make(env_id, render_mode="rgb_array")
-    except gym.error.Error as e:
-        raise ValueError(f"cannot make gymnasium env {env_id!r}: {e}") from None
-    if "rgb_array" not in env.metadata.get("render_modes", []):
-        env.close()
-        raise ValueError(f"gymnasium env {env_id!r} cannot render rgb_array (render modes "
-                         f"{env.metadata.get('render_modes')}); choose an env that draws its frames")
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        env.close()
-        raise ValueError(f"gymnasium env {env_id!r} has action space {env.action_space}; the world model needs a "
-                         "Discrete one (wrap the env to discretise its actions)")
-    return env
+# ----------------------------------------------------------------------------------------------------------- HDF5
+def h5_names(f, path: Path, names: list[str] | None) -> list[str]:
+    """Action names of an HDF5 episode: `names` when given, else its action_names attribute (a JSON list)."""
+    if names:
+        return list(names)
+    if "action_names" not in f.attrs:
+        raise ValueError(f"{path} has no action_names attribute (a JSON list of names); add it or pass action names")
+    raw = f.attrs["action_names"]
+    return list(json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)))
 
 
-def gym_names(env) -> list[str]:
-    """Action names of a Discrete env: its get_action_meanings() (Atari) or the action values as text."""
-    meanings = getattr(env.unwrapped, "get_action_meanings", None)
-    space = env.action_space
-    return list(meanings()) if meanings else [str(int(space.start) + i) for i in range(int(space.n))]
+def h5_actions(f, path: Path, n_names: int) -> list[int]:
+    """The (T-1,) integer actions of an HDF5 episode, checked against its frames and the action count."""
+    for key in ("frames", "actions"):
+        if key not in f:
+            raise ValueError(f"{path} has no {key!r} dataset; an episode needs frames (T, H, W, 3) uint8 and actions "
+                             "(T-1,) int (data/README.md)")
+    frames, actions = f["frames"], f["actions"][()]
+    if frames.ndim != 4 or frames.shape[3] not in (3, 4) or frames.dtype != np.uint8:
+        raise ValueError(f"{path}: frames is {frames.shape} {frames.dtype}, expected (T, H, W, 3) uint8")
+    if actions.ndim != 1 or actions.dtype.kind not in "iu":
+        raise ValueError(f"{path}: actions is {actions.shape} {actions.dtype}, expected (T-1,) integers")
+    if len(actions) != len(frames) - 1:
+        raise ValueError(f"{path} has {len(frames)} frames but {len(actions)} actions: an episode of T frames needs "
+                         f"T-1 actions (one per transition)")
+    bad = sorted({int(a) for a in actions if not 0 <= a < n_names})
+    if bad:
+        raise ValueError(f"{path}: actions {bad} outside 0..{n_names - 1} ({n_names} action names)")
+    return [int(a) for a in actions]
 
 
-def gym_policy(gc: GymConfig, n: int) -> Policy:
-    """The policy named by gc: uniform random over n actions, or the fixed action (checked against n)."""
-    if gc.policy == "fixed":
-        if not 0 <= gc.action < n:
-            raise ValueError(f"GymConfig.action {gc.action} outside 0..{n - 1} of {gc.env_id!r}")
-        return lambda obs, rng: gc.action
-    return lambda obs, rng: int(rng.integers(n))
+def import_h5(files: list[str | Path], cfg: ImportConfig, names: list[str] | None = None,
+              progress: bool = True) -> Path:
+    """Import HDF5 episodes (frames + actions + action_names; data/README.md) in the given order as episodes
+    0..n-1: frames resized, the low-res copy computed, states dropped; finished episodes are kept on a rerun."""
+    import h5py
 
-
-def render(env, env_id: str) -> np.ndarray:
-    """env.render() as (H, W, 3) uint8; ValueError naming the env otherwise."""
-    frame = env.render()
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.dtype != np.uint8:
-        got = f"{frame.shape} {frame.dtype}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise ValueError(f"gymnasium env {env_id!r} rendered {got}, not an (H, W, 3) uint8 rgb_array frame")
-    return frame
-
-
-def gym_frames(env, gc: GymConfig, seed: int, policy: Policy, taken: list[int]) -> Iterator[tuple[str, np.ndarray]]:
-    """Frames of one episode (reset(seed=seed), then policy actions until it ends or gc.frames), appending each
-    action to `taken`."""
-    obs, _ = env.reset(seed=seed)
-    rng = np.random.default_rng([seed, 1])
-    yield f"{gc.env_id} seed {seed} frame 0", render(env, gc.env_id)
-    n, start = int(env.action_space.n), int(env.action_space.start)
-    for t in range(1, gc.frames):
-        a = int(policy(obs, rng))
-        if not 0 <= a < n:
-            raise ValueError(f"the policy returned action {a} for {gc.env_id!r}, outside 0..{n - 1}")
-        taken.append(a)
-        obs, _, terminated, truncated, _ = env.step(start + a)
-        yield f"{gc.env_id} seed {seed} frame {t}", render(env, gc.env_id)
-        if terminated or truncated:
-            return
-
-
-def record_episode(path: Path, index: int, gc: GymConfig, cfg: ImportConfig, policy: Policy) -> int:
-    """Record episode `index` (env.reset(seed=cfg.seed + index)) into `path`; returns its frame count."""
-    env = make_env(gc.env_id)
-    taken: list[int] = []
-    try:
-        attrs = {"episode": index, "seed": cfg.seed, "env_seed": cfg.seed + index, "action_names": gym_names(env),
-                 "source": gym_source(gc, policy)}
-        return write_episode(path, gym_frames(env, gc, cfg.seed + index, policy, taken), lambda t: taken[t - 1], cfg,
-                             attrs)
-    finally:
-        env.close()
-
-
-def gym_source(gc: GymConfig, policy: Policy | None) -> dict:
-    """dataset.json's source block of a gymnasium recording (a user policy named by its qualified name)."""
-    import gymnasium as gym
-
-    src = {"kind": "gymnasium", "gymnasium": gym.__version__, "env_id": gc.env_id, "frames": gc.frames,
-           "policy": gc.policy}  # not the episode count: a rerun with more episodes adds to the dataset
-    if gc.policy == "fixed":
-        src["action"] = gc.action
-    if policy is not None:
-        src["policy"] = f"callable {getattr(policy, '__module__', '?')}.{getattr(policy, '__qualname__', '?')}"
-    return src
-
-
-def record_gym(gc: GymConfig, cfg: ImportConfig, policy: Policy | None = None, progress: bool = True) -> Path:
-    """Record gc.episodes episodes of gc.env_id into cfg.out (resumable: finished episodes are kept), with the
-    policy of gc or `policy(observation, generator) -> action index`; writes dataset.json and index.json."""
-    out = Path(cfg.out)
-    env = make_env(gc.env_id)
-    names = gym_names(env)
-    env.close()
-    prepare_manifest(out, manifest(cfg, gym_source(gc, policy), names))
-    act = policy or gym_policy(gc, len(names))
-    for k in tqdm(range(gc.episodes), desc=f"record {gc.env_id}", unit="episode", disable=not progress):
-        if not (out / episode_name(k)).exists():
-            record_episode(out / episode_name(k), k, gc, cfg, act)
+    out, paths = Path(cfg.out), [Path(p) for p in files]
+    if not paths:
+        raise ValueError("no HDF5 episode files given")
+    for k, path in enumerate(tqdm(paths, desc="import", unit="episode", disable=not progress)):
+        try:
+            f = h5py.File(path, "r")
+        except Exception as e:
+            raise ValueError(f"cannot read HDF5 file {path} ({type(e).__name__}: {e}); check or replace it") from None
+        with f:
+            ep_names = h5_names(f, path, names)
+            prepare_manifest(out, manifest(cfg, {"kind": "hdf5"}, ep_names))  # a file with other names is refused
+            acts = h5_actions(f, path, len(ep_names))
+            if not (out / episode_name(k)).exists():
+                rows = ((f"{path} frame {t}", f["frames"][t]) for t in range(len(f["frames"])))
+                attrs = {"episode": k, "seed": cfg.seed, "action_names": ep_names,
+                         "source": {"kind": "hdf5", "file": path.name}}
+                write_episode(out / episode_name(k), rows, acts, cfg, attrs)
     write_index(out)
     return out
 
@@ -407,7 +347,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     fo = sub.add_parser("folder", parents=[common], help="every episode of a folder (subfolders or videos + CSVs)")
     fo.add_argument("root")
     fo.add_argument("--action-names", required=True, help="comma-separated names of actions 0..n-1")
+    h5 = sub.add_parser("hdf5", parents=[common], help="HDF5 episodes (frames, actions, action_names), in order")
+    h5.add_argument("files", nargs="+", help="episode files, in episode order")
+    h5.add_argument("--action-names", default="", help="comma-separated names (default: each file's attribute)")
     gy = sub.add_parser("gym", parents=[common], help="record a gymnasium env (rgb_array, Discrete actions)")
+    from .recorder import GymConfig  # the recorder imports this module
+
     g = GymConfig()
     gy.add_argument("env_id")
     gy.add_argument("--episodes", type=int, default=g.episodes)
@@ -430,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(a)
         if a.cmd == "gym":
+            from .recorder import GymConfig, record_gym
+
             record_gym(GymConfig(a.env_id, a.episodes, a.frames, a.policy, a.action), cfg, progress=not a.no_progress)
+        elif a.cmd == "hdf5":
+            import_h5(a.files, cfg, a.action_names.split(",") if a.action_names else None, not a.no_progress)
         elif a.cmd == "folder":
             import_folder(a.root, a.action_names.split(","), cfg, progress=not a.no_progress)
         else:

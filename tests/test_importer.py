@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from piwm_lib import importer as I
+from piwm_lib import recorder as R
 from piwm_lib import train as T
 from piwm_lib.collect import main as collect_cli
 from piwm_lib.dataset import Dataset, WindowDataset, check_dataset, check_episode
@@ -65,8 +66,8 @@ def frames_dataset(tmp_path_factory) -> Path:
 def cartpole(tmp_path_factory) -> Path:
     """3 CartPole-v1 episodes of at most 14 frames, random policy, seed 3."""
     out = tmp_path_factory.mktemp("cartpole") / "ds"
-    gc = I.GymConfig("CartPole-v1", episodes=3, frames=14)
-    return I.record_gym(gc, cfg(out, frame_size=(40, 60), lowres_size=(8, 12), seed=3), progress=False)
+    gc = R.GymConfig("CartPole-v1", episodes=3, frames=14)
+    return R.record_gym(gc, cfg(out, frame_size=(40, 60), lowres_size=(8, 12), seed=3), progress=False)
 
 
 def test_frames_and_csv_become_a_checked_stateless_episode(frames_dataset, tmp_path):
@@ -123,7 +124,7 @@ def test_cartpole_recording_is_deterministic_and_checked(cartpole, tmp_path):
     with Episode(cartpole / "episode_000000.h5") as ep:
         assert ep.attrs["env_seed"] == 3 and ep.read("frames").shape[1:] == (40, 60, 3)
         assert ep.read("frames").std() > 10  # a drawn cart and pole, not a blank frame
-    again = I.record_gym(I.GymConfig("CartPole-v1", episodes=2, frames=14),
+    again = R.record_gym(R.GymConfig("CartPole-v1", episodes=2, frames=14),
                          cfg(tmp_path / "again", frame_size=(40, 60), lowres_size=(8, 12), seed=3), progress=False)
     for name in ("episode_000000.h5", "episode_000001.h5"):
         assert sha(again / name) == sha(cartpole / name)  # same seed, same bytes
@@ -132,10 +133,10 @@ def test_cartpole_recording_is_deterministic_and_checked(cartpole, tmp_path):
 
 def test_a_rerun_keeps_finished_episodes_and_adds_the_missing_ones(tmp_path):
     c = cfg(tmp_path / "ds", frame_size=(40, 60), lowres_size=(8, 12))
-    I.record_gym(I.GymConfig(episodes=1, frames=6, policy="fixed", action=1), c, progress=False)
+    R.record_gym(R.GymConfig(episodes=1, frames=6, policy="fixed", action=1), c, progress=False)
     first = tmp_path / "ds" / "episode_000000.h5"
     inode, digest = first.stat().st_ino, sha(first)
-    I.record_gym(I.GymConfig(episodes=2, frames=6, policy="fixed", action=1), c, progress=False)
+    R.record_gym(R.GymConfig(episodes=2, frames=6, policy="fixed", action=1), c, progress=False)
     assert first.stat().st_ino == inode and sha(first) == digest
     with Episode(tmp_path / "ds" / "episode_000001.h5") as ep:
         assert set(ep.read("actions").tolist()) == {1}
@@ -148,7 +149,7 @@ def test_a_rerun_keeps_finished_episodes_and_adds_the_missing_ones(tmp_path):
 
 
 def test_a_user_policy_drives_the_recording(tmp_path):
-    out = I.record_gym(I.GymConfig(episodes=1, frames=8), cfg(tmp_path / "ds", frame_size=(40, 60),
+    out = R.record_gym(R.GymConfig(episodes=1, frames=8), cfg(tmp_path / "ds", frame_size=(40, 60),
                        lowres_size=(8, 12)), policy=lambda obs, rng: 0, progress=False)
     policy = Dataset(out).manifest["source"]["policy"]
     assert policy.startswith("callable ") and policy.endswith("drives_the_recording.<locals>.<lambda>")
@@ -224,12 +225,12 @@ def test_envs_without_discrete_actions_or_pictures_are_refused(tmp_path):
     import gymnasium as gym
 
     with pytest.raises(ValueError, match=r"'Pendulum-v1' has action space Box.*needs a Discrete one"):
-        I.record_gym(I.GymConfig("Pendulum-v1", episodes=1, frames=3), cfg(tmp_path / "ds"), progress=False)
+        R.record_gym(R.GymConfig("Pendulum-v1", episodes=1, frames=3), cfg(tmp_path / "ds"), progress=False)
     gym.register("PiwmNoPicture-v0", entry_point=NoPicture)
     with pytest.raises(ValueError, match="'PiwmNoPicture-v0' cannot render rgb_array"):
-        I.record_gym(I.GymConfig("PiwmNoPicture-v0", episodes=1, frames=3), cfg(tmp_path / "ds"), progress=False)
+        R.record_gym(R.GymConfig("PiwmNoPicture-v0", episodes=1, frames=3), cfg(tmp_path / "ds"), progress=False)
     with pytest.raises(ValueError, match="cannot make gymnasium env 'NoSuchEnv-v0'"):
-        I.make_env("NoSuchEnv-v0")
+        R.make_env("NoSuchEnv-v0")
 
 
 def test_cli_records_and_refuses_in_one_line(tmp_path, capsys):
@@ -265,3 +266,27 @@ def test_the_world_model_trains_and_steps_on_imported_data(data, request, tmp_pa
         T.train(micro(root, tmp_path / "bad", n_actions=5))
     with pytest.raises(ValueError, match="mask kind 'soft' needs HighwayEnv data.*train it with mask='none'"):
         T.train(micro(root, tmp_path / "bad", mask="soft"))
+
+
+def test_hdf5_episodes_get_their_low_res_copy_and_bad_ones_are_named(tmp_path):
+    import h5py
+
+    frames = synthetic_frames(7, 2, (80, 160))
+    with h5py.File(tmp_path / "mine.h5", "w") as f:
+        f["frames"], f["actions"] = frames, np.array([0, 1, 1, 0, 1, 0])
+        f.attrs["action_names"] = '["brake", "go"]'
+    out = I.import_h5([tmp_path / "mine.h5"], cfg(tmp_path / "ds"), progress=False)
+    with Episode(out / "episode_000000.h5") as ep:
+        assert ep.action_names == ("brake", "go") and ep.read("actions").tolist() == [0, 1, 1, 0, 1, 0]
+        assert np.array_equal(ep.read("frames"), resize_uint8(frames, 40, 80))
+        assert np.array_equal(ep.read("lowres"), resize_uint8(ep.read("frames"), 8, 16))
+    assert collect_cli(["check", str(out)]) == 0
+    with h5py.File(tmp_path / "short.h5", "w") as f:
+        f["frames"], f["actions"] = frames, np.array([0, 1])
+    with pytest.raises(ValueError, match="short.h5 has 7 frames but 2 actions"):
+        I.import_h5([tmp_path / "short.h5"], cfg(tmp_path / "ds2"), names=["a", "b"], progress=False)
+    with pytest.raises(ValueError, match="short.h5 has no action_names attribute"):
+        I.import_h5([tmp_path / "short.h5"], cfg(tmp_path / "ds2"), progress=False)
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot read HDF5 file .*junk.h5"):
+        I.import_h5([tmp_path / "junk.h5"], cfg(tmp_path / "ds2"), progress=False)
