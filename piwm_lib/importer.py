@@ -56,6 +56,8 @@ class ImportConfig:
 
 def manifest(cfg: ImportConfig, source: dict, names: list[str]) -> dict:
     """dataset.json of an imported dataset: what every episode shares (a rerun refuses other settings)."""
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(f"action names must be one or more distinct, non-empty strings, got {names}")
     return {"format": "piwm-dataset", "seed": cfg.seed, "test_fraction": cfg.test_fraction, "source": source,
             "action_names": list(names), "frame_size": list(cfg.frame_size), "lowres_size": list(cfg.lowres_size)}
 

@@ -144,6 +144,8 @@ def test_a_rerun_keeps_finished_episodes_and_adds_the_missing_ones(tmp_path):
     path = I.import_episode(src, src / "actions.csv", NAMES, cfg(tmp_path / "f"), episode=4)
     inode = path.stat().st_ino
     assert I.import_episode(src, src / "actions.csv", NAMES, cfg(tmp_path / "f"), episode=4).stat().st_ino == inode
+    with pytest.raises(ValueError, match="distinct, non-empty strings"):
+        I.import_episode(src, src / "actions.csv", ["a", "a"], cfg(tmp_path / "g"))
     with pytest.raises(ValueError, match="other settings"):
         I.import_episode(src, src / "actions.csv", ["x", "y", "z"], cfg(tmp_path / "f"), episode=5)
 
