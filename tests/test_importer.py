@@ -292,3 +292,12 @@ def test_hdf5_episodes_get_their_low_res_copy_and_bad_ones_are_named(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"junk")
     with pytest.raises(ValueError, match="cannot read HDF5 file .*junk.h5"):
         I.import_h5([tmp_path / "junk.h5"], cfg(tmp_path / "ds2"), progress=False)
+
+
+def test_checkpoints_saved_before_n_actions_existed_still_resume(small_dataset, tmp_path):
+    cfg = micro(small_dataset, tmp_path / "run", mask="soft")
+    assert T.for_data(cfg) == cfg and cfg.unet.n_actions == 5  # HighwayEnv data: 0 keeps meaning its 5 actions
+    old = {k: v for k, v in T.to_dict(cfg).items() if k != "n_actions"}
+    T._check_resume({"config": old, "step": 0}, cfg, tmp_path / "ckpt")  # no "n_actions: (absent) -> 0" refusal
+    with pytest.raises(ValueError, match="n_actions: 2 -> 0"):
+        T._check_resume({"config": {**old, "n_actions": 2}, "step": 0}, cfg, tmp_path / "ckpt")
