@@ -128,8 +128,12 @@ def prepare(out: Path, cfg: CollectConfig, clean: bool = True, wait_s: float = 5
     """Create `out` with its dataset.json, or check that an existing one has the same settings; with `clean`, drop
     the temp files of episodes that were in flight when an earlier run was killed (a writer still alive gets `wait_s`
     seconds to finish or die, then EpisodeBusyError names its file)."""
+    prepare_manifest(out, manifest(cfg), clean, wait_s)
+
+
+def prepare_manifest(out: Path, want: dict, clean: bool = True, wait_s: float = 5.0) -> None:
+    """prepare() for any dataset.json `want` (collected or imported): create it or refuse other settings."""
     out.mkdir(parents=True, exist_ok=True)
-    want = manifest(cfg)
     if (out / DATASET_FILE).exists():
         have = read_manifest(out)
         if have != want:

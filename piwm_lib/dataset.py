@@ -45,17 +45,21 @@ def split_of(episode: int, test_fraction: float) -> str:
 
 
 def index_row(path: Path) -> dict:
-    """One index.json row; reads every chunk of the file (checksums), raising CorruptEpisodeError naming it."""
+    """One index.json row; reads every chunk of the file (checksums), raising CorruptEpisodeError naming it. Vehicle
+    statistics (cars_in_view, vehicles_seen, lane_changes) only for episodes with vehicle states."""
     with Episode(path) as ep:
         ep.verify()
         states = ep.read("states")
-        ids = ep.read("vehicle_ids")
-        commands, lane_changes = action_stats(ep.read("actions"), states)
-        return {"file": path.name, "episode": int(ep.attrs["episode"]), "frames": ep.n_frames,
-                "crashed": bool(ep.attrs.get("crashed", False)),
-                "cars_in_view": round(float(cars_in_view(states, ep.meta("env_config")).mean()), 3),
-                "vehicles_seen": int(len(np.unique(ids))), "bytes": path.stat().st_size,
-                "commands": commands, "lane_changes": lane_changes}
+        commands, lane_changes = action_stats(ep.read("actions"), states, ep.action_names)
+        row = {"file": path.name, "episode": int(ep.attrs["episode"]), "frames": ep.n_frames,
+               "crashed": bool(ep.attrs.get("crashed", False))}
+        if ep.has_states:
+            row["cars_in_view"] = round(float(cars_in_view(states, ep.meta("env_config")).mean()), 3)
+            row["vehicles_seen"] = int(len(np.unique(ep.read("vehicle_ids"))))
+        row.update({"bytes": path.stat().st_size, "commands": commands})
+        if lane_changes is not None:
+            row["lane_changes"] = lane_changes
+        return row
 
 
 def write_index(root: str | Path) -> dict:
@@ -77,18 +81,28 @@ def write_index(root: str | Path) -> dict:
     per100 = 100.0 / max(frames, 1)
     index = {"split_rule": SPLIT_RULE, "episodes": rows, "broken": broken, "frames": frames,
              "bytes_per_frame": round(sum(r["bytes"] for r in rows) / max(frames, 1), 1),
-             "commands_per_100_frames": {a: round(sum(r["commands"][a] for r in rows) * per100, 2) for a in ACTIONS},
-             "lane_changes_per_100_frames": round(sum(r["lane_changes"] for r in rows) * per100, 2)}
+             "commands_per_100_frames": {a: round(sum(r["commands"].get(a, 0) for r in rows) * per100, 2)
+                                         for a in action_names(man)}}
+    if any("lane_changes" in r for r in rows):
+        index["lane_changes_per_100_frames"] = round(sum(r.get("lane_changes", 0) for r in rows) * per100, 2)
     save_json(index, root / INDEX_FILE)
     return index
 
 
-def action_stats(actions: np.ndarray, states: np.ndarray) -> tuple[dict[str, int], int]:
-    """Commands per action name (ACTIONS) and completed ego lane changes (its lane index changing), of an episode:
-    actions (T-1,) int, states (T, N, F) with the ego in slot 0."""
-    counts = np.bincount(np.asarray(actions, np.int64), minlength=len(ACTIONS))
+def action_names(manifest: dict) -> tuple[str, ...]:
+    """The action names of a dataset (dataset.json action_names; HighwayEnv's meta-actions when it has none)."""
+    return tuple(manifest.get("action_names", ACTIONS))
+
+
+def action_stats(actions: np.ndarray, states: np.ndarray,
+                 names: tuple[str, ...] = ACTIONS) -> tuple[dict[str, int], int | None]:
+    """Commands per action name and completed ego lane changes (its lane index changing), of an episode:
+    actions (T-1,) int, states (T, N, F) with the ego in slot 0; lane changes None without vehicle states (N = 0)."""
+    counts = np.bincount(np.asarray(actions, np.int64), minlength=len(names))
+    if states.shape[1] == 0:
+        return {a: int(c) for a, c in zip(names, counts)}, None
     lane = states[:, 0, STATE_FIELDS.index("lane")]  # (T,)
-    return {a: int(c) for a, c in zip(ACTIONS, counts)}, int(np.count_nonzero(np.diff(lane) != 0))
+    return {a: int(c) for a, c in zip(names, counts)}, int(np.count_nonzero(np.diff(lane) != 0))
 
 
 def cars_in_view(states: np.ndarray, env_config: dict) -> np.ndarray:
@@ -111,6 +125,7 @@ class Dataset:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
+        self.action_names = action_names(self.manifest)  # names of actions 0..n-1
         self.index = _read_index(self.root / INDEX_FILE)
         if self.index.get("split_rule") != SPLIT_RULE:  # missing, damaged, or written before the split was stable
             self.index = write_index(self.root)
@@ -235,47 +250,65 @@ class WindowDataset(torch.utils.data.Dataset):
         return state
 
 
-def check_episode(path: str | Path, sample_every: int = 1) -> list[str]:
+def check_episode(path: str | Path, sample_every: int = 1, manifest: dict | None = None) -> list[str]:
     """Every problem found in one episode file (empty when it is sound): unreadable metadata or chunks, shapes,
-    dtypes, lengths, states vs frames. Never raises on a damaged file."""
+    dtypes, lengths, action range, states vs frames (with vehicle states), agreement with the dataset's `manifest`
+    (frame sizes, action names) when given. Never raises on a damaged file."""
     try:
-        return _check_episode(path, sample_every)
+        return _check_episode(path, sample_every, manifest or {})
     except CorruptEpisodeError as e:
         return [str(e)]
     except Exception as e:  # HDF5 raises many types on damaged files; report, never crash the whole check
         return [str(CorruptEpisodeError(path, f"{type(e).__name__}: {e}"))]
 
 
-def _check_episode(path: str | Path, sample_every: int) -> list[str]:
+def _expected(ep: Episode, manifest: dict) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Shape and dtype of each dataset: from env_config (HighwayEnv), else the manifest's sizes or the file's own."""
+    n = ep.n_frames
+    if "env_config" in ep.attrs:
+        cfg = ep.meta("env_config")
+        (H, W), (h, w), slots = (cfg["screen_height"], cfg["screen_width"]), (cfg["lowres_height"],
+                                                                               cfg["lowres_width"]), cfg["vehicles"] + 1
+    else:
+        H, W = manifest.get("frame_size") or ep.f["frames"].shape[1:3]
+        h, w = manifest.get("lowres_size") or ep.f["lowres"].shape[1:3]
+        slots = ep.f["states"].shape[1] if ep.has_states else 0
+    want = {"frames": ((n, H, W, 3), np.uint8), "lowres": ((n, h, w, 3), np.uint8)}
+    if "env_config" in ep.attrs or ep.has_states:
+        want["states"] = ((n, slots, len(ep.state_fields)), np.float32)
+        want["vehicle_ids"] = ((n, slots), np.int32)
+    return {**want, "actions": ((n - 1,), np.int8)}
+
+
+def _check_episode(path: str | Path, sample_every: int, manifest: dict) -> list[str]:
     """check_episode's checks; a damaged file may raise anything."""
     problems: list[str] = []
     with Episode(path) as ep:
         try:
-            cfg = ep.meta("env_config")
-            n = ep.n_frames
-            want = {"frames": ((n, cfg["screen_height"], cfg["screen_width"], 3), np.uint8),
-                    "lowres": ((n, cfg["lowres_height"], cfg["lowres_width"], 3), np.uint8),
-                    "states": ((n, cfg["vehicles"] + 1, len(ep.state_fields)), np.float32),
-                    "vehicle_ids": ((n, cfg["vehicles"] + 1), np.int32), "actions": ((n - 1,), np.int8)}
-            for key, (shape, dtype) in want.items():
-                ds = ep.f[key]
-                if ds.shape != shape or ds.dtype != dtype:
-                    problems.append(f"{key} is {ds.shape} {ds.dtype}, expected {shape} {np.dtype(dtype)}")
+            for key, (shape, dtype) in _expected(ep, manifest).items():
+                if key not in ep.f:
+                    problems.append(f"{key} is missing, expected {shape} {np.dtype(dtype)}")
+                elif ep.f[key].shape != shape or ep.f[key].dtype != dtype:
+                    problems.append(f"{key} is {ep.f[key].shape} {ep.f[key].dtype}, expected {shape} {np.dtype(dtype)}")
+            if "action_names" in manifest and tuple(manifest["action_names"]) != ep.action_names:
+                problems.append(f"action_names {list(ep.action_names)} differ from the dataset's "
+                                f"{manifest['action_names']}")
             if problems:
                 return problems
             ep.read("vehicle_ids")  # checksums of the one dataset the checks below do not decode
-            actions = ep.read("actions")
-            if actions.size and (actions.min() < 0 or actions.max() > 4):
-                problems.append(f"actions outside 0..4: {sorted(set(actions.tolist()))}")
-            states = ep.read("states")
-            problems += _check_frames(ep, states, cfg, sample_every)
+            actions, n = ep.read("actions"), len(ep.action_names)
+            if actions.size and (actions.min() < 0 or actions.max() > n - 1):
+                problems.append(f"actions outside 0..{n - 1}: {sorted(set(actions.tolist()))}")
+            states = ep.read("states") if ep.has_states else None
+            problems += _check_frames(ep, states, sample_every)
         except CorruptEpisodeError as e:
             problems.append(str(e))
     return problems
 
 
-def _check_frames(ep: Episode, states: np.ndarray, cfg: dict, sample_every: int) -> list[str]:
-    """Decode every frame chunk; the GT pixel centre of each in-view vehicle must show a vehicle colour."""
+def _check_frames(ep: Episode, states: np.ndarray | None, sample_every: int) -> list[str]:
+    """Decode every frame chunk; lowres[0] must be the low-res copy of frames[0]; with vehicle states, the GT pixel
+    centre of each in-view vehicle must show a vehicle colour (HighwayEnv's palette)."""
     problems, hits, total = [], 0, 0
     px_i, py_i = STATE_FIELDS.index("px"), STATE_FIELDS.index("py")
     for start in range(0, ep.n_frames, 64):
@@ -283,9 +316,11 @@ def _check_frames(ep: Episode, states: np.ndarray, cfg: dict, sample_every: int)
         lowres = ep.read("lowres", start, start + 64)
         if start == 0 and not np.array_equal(resize_uint8(frames[:1], *lowres.shape[1:3])[0], lowres[0]):
             problems.append("lowres[0] is not the bicubic-antialiased copy of frames[0]")
+        if states is None:
+            continue
         st = states[start:start + 64:sample_every]
         fr = frames[::sample_every]
-        inside = in_view(st, cfg["screen_width"], cfg["screen_height"])
+        inside = in_view(st, frames.shape[2], frames.shape[1])
         b, n = np.nonzero(inside)
         colours = fr[b, st[b, n, py_i].astype(int), st[b, n, px_i].astype(int)]  # (K, 3)
         hits += int((colours[:, None, :] == VEHICLE_RGB[None]).all(-1).any(-1).sum())
@@ -299,13 +334,13 @@ def _check_frames(ep: Episode, states: np.ndarray, cfg: dict, sample_every: int)
 def check_dataset(root: str | Path, progress: bool = True) -> dict[str, list[str]]:
     """Check every episode file of a dataset; returns {file: problems} for the broken ones only."""
     root = Path(root)
-    out = {}
+    out, manifest = {}, {}
     try:
-        read_manifest(root)
+        manifest = read_manifest(root)
     except ValueError as e:
         out[str(root / DATASET_FILE)] = [str(e)]
     for path in tqdm(sorted(root.glob("episode_*.h5")), desc="check", unit="episode", disable=not progress):
-        problems = check_episode(path)
+        problems = check_episode(path, manifest=manifest)
         if problems:
             out[str(path)] = problems
     return out

@@ -13,6 +13,8 @@ import h5py
 import hdf5plugin  # registers the Zstandard filter with HDF5
 import numpy as np
 
+from .bev import ACTIONS
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; a rerun then deletes temp files without asking
@@ -22,6 +24,8 @@ FORMAT = "piwm-episode"
 VERSION = 1
 LOWRES_CHUNK = 8  # frames per low-res chunk: a 9-frame training window touches at most 2 chunks
 STATE_CHUNK = 64  # frames per state chunk
+OPTIONAL_KEYS = ("states", "vehicle_ids")  # absent in episodes without vehicle states (n_slots = 0; HDF5 chunks
+# cannot have a 0 dimension): Episode.read then gives arrays with 0 vehicle slots
 META_DIGEST = "meta_sha256"  # attribute: sha256 of all the others, a second guard over the metadata
 
 
@@ -141,7 +145,8 @@ def _codec() -> dict:
 
 class EpisodeWriter:
     """Streams one episode frame by frame into `<name>.tmp`, holding an flock on it (a rerun leaves a live writer's
-    file alone); `close()` renames it into place (atomic). A full disk raises DiskFullError and drops the file."""
+    file alone); `close()` renames it into place (atomic). A full disk raises DiskFullError and drops the file.
+    With n_slots = 0 the episode has no vehicle states: the states and vehicle_ids datasets are not written."""
 
     def __init__(self, path: str | Path, *, frame_shape: tuple[int, int, int], lowres_shape: tuple[int, int, int],
                  n_slots: int, state_fields: tuple[str, ...], attrs: dict):
@@ -174,17 +179,19 @@ class EpisodeWriter:
 
     def _create(self, frame_shape: tuple[int, int, int], lowres_shape: tuple[int, int, int], n_slots: int,
                 state_fields: tuple[str, ...], attrs: dict) -> None:
-        """The five datasets and the attributes known before the first frame."""
+        """The datasets (five, or three without vehicle states) and the attributes known before the first frame."""
         c = _codec()
         self.frames = self.f.create_dataset("frames", (0, *frame_shape), np.uint8, maxshape=(None, *frame_shape),
                                             chunks=(1, *frame_shape), **c)
         self.lowres = self.f.create_dataset("lowres", (0, *lowres_shape), np.uint8, maxshape=(None, *lowres_shape),
                                             chunks=(LOWRES_CHUNK, *lowres_shape), **c)
         nf = len(state_fields)
-        self.states = self.f.create_dataset("states", (0, n_slots, nf), np.float32, maxshape=(None, n_slots, nf),
-                                            chunks=(STATE_CHUNK, n_slots, nf), **c)
-        self.ids = self.f.create_dataset("vehicle_ids", (0, n_slots), np.int32, maxshape=(None, n_slots),
-                                         chunks=(STATE_CHUNK, n_slots), **c)
+        self.states = self.ids = None
+        if n_slots and nf:
+            self.states = self.f.create_dataset("states", (0, n_slots, nf), np.float32, maxshape=(None, n_slots, nf),
+                                                chunks=(STATE_CHUNK, n_slots, nf), **c)
+            self.ids = self.f.create_dataset("vehicle_ids", (0, n_slots), np.int32, maxshape=(None, n_slots),
+                                             chunks=(STATE_CHUNK, n_slots), **c)
         self.actions = self.f.create_dataset("actions", (0,), np.int8, maxshape=(None,), chunks=(STATE_CHUNK,), **c)
         _set_attr(self.f.attrs, "format", FORMAT)
         _set_attr(self.f.attrs, "version", VERSION)
@@ -193,14 +200,18 @@ class EpisodeWriter:
             _set_attr(self.f.attrs, k, v if isinstance(v, (int, float, str, bool)) else json.dumps(v, sort_keys=True))
         _set_attr(self.f.attrs, "complete", False)
 
-    def append(self, frame: np.ndarray, lowres: np.ndarray, states: np.ndarray, ids: np.ndarray,
+    def append(self, frame: np.ndarray, lowres: np.ndarray, states: np.ndarray | None, ids: np.ndarray | None,
                action: int | None) -> None:
-        """Add frame t: (H, W, 3) uint8, (h, w, 3) uint8, states (N, F), ids (N,), and the action taken before it."""
+        """Add frame t: (H, W, 3) uint8, (h, w, 3) uint8, states (N, F), ids (N,) (None without vehicle states),
+        and the action taken before it."""
         t = self.n
         try:
-            for ds in (self.frames, self.lowres, self.states, self.ids):
+            rows = [(self.frames, frame), (self.lowres, lowres)]
+            if self.states is not None:
+                rows += [(self.states, states), (self.ids, ids)]
+            for ds, value in rows:
                 ds.resize(t + 1, axis=0)
-            self.frames[t], self.lowres[t], self.states[t], self.ids[t] = frame, lowres, states, ids
+                ds[t] = value
             if t > 0:
                 self.actions.resize(t, axis=0)
                 self.actions[t - 1] = action
@@ -264,7 +275,8 @@ class EpisodeWriter:
 
 
 class Episode:
-    """Read-only view of one episode file; slices read only the chunks they touch."""
+    """Read-only view of one episode file; slices read only the chunks they touch. An episode without vehicle
+    states (no states / vehicle_ids datasets) reads them as arrays with 0 vehicle slots."""
 
     KEYS = ("frames", "lowres", "states", "vehicle_ids", "actions")
 
@@ -293,11 +305,19 @@ class Episode:
         if META_DIGEST in attrs and attrs[META_DIGEST] != meta_digest(attrs):  # files written before it lack it
             raise CorruptEpisodeError(self.path, "damaged metadata: the attributes do not match their checksum")
         missing = [k for k in self.KEYS if k not in self.f]
-        if missing:
+        self.has_states = not set(missing) & set(OPTIONAL_KEYS)
+        if set(missing) - set(OPTIONAL_KEYS) or 0 < len(set(missing) & set(OPTIONAL_KEYS)) < len(OPTIONAL_KEYS):
             raise CorruptEpisodeError(self.path, f"missing datasets {missing}")
         self.attrs = attrs
         self.n_frames = int(attrs["n_frames"])
-        self.state_fields = tuple(json.loads(attrs["state_fields"]))
+        self.state_fields = tuple(json.loads(attrs.get("state_fields", "[]")))
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """The names of actions 0..n-1 (attribute action_names; HighwayEnv's meta-actions in files without it)."""
+        if "action_names" not in self.attrs:
+            return ACTIONS
+        return tuple(self.meta("action_names"))
 
     def meta(self, key: str):
         """A JSON attribute (e.g. 'env_config') decoded."""
@@ -305,6 +325,10 @@ class Episode:
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) of dataset `key`; a damaged chunk raises CorruptEpisodeError."""
+        if key in OPTIONAL_KEYS and not self.has_states:
+            rows = len(range(self.n_frames)[start:stop])
+            return np.zeros((rows, 0, len(self.state_fields)) if key == "states" else (rows, 0),
+                            np.float32 if key == "states" else np.int32)
         try:
             return self.f[key][start:stop]
         except Exception as e:  # a failed checksum, a damaged chunk index or object header
@@ -312,12 +336,17 @@ class Episode:
 
     def verify(self, block: int = 64) -> None:
         """Read every row of every dataset (`block` rows at a time): each chunk's Fletcher-32 checksum is checked."""
-        for key in self.KEYS:
+        for key in self.keys:
             n = self.n_frames - (key == "actions")
             if self.rows(key) != n:
                 raise CorruptEpisodeError(self.path, f"{key} has {self.rows(key)} rows, expected {n}")
             for s in range(0, n, block):
                 self.read(key, s, s + block)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The datasets this file holds (KEYS, less states and vehicle_ids without vehicle states)."""
+        return tuple(k for k in self.KEYS if self.has_states or k not in OPTIONAL_KEYS)
 
     def rows(self, key: str) -> int:
         """Length of dataset `key`; a damaged header raises CorruptEpisodeError."""

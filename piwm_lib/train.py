@@ -39,7 +39,7 @@ from .checkpoint import (  # the ones marked are re-exported: notebooks and modu
     steps_on_disk,
 )
 from .configs import from_dict, save_json, to_dict
-from .dataset import WindowDataset
+from .dataset import DATASET_FILE, WindowDataset, action_names, read_manifest
 from .edm import Denoiser, EDMConfig, denoising_step
 from .frames import to_model, upsample
 from .masks import KINDS, MaskConfig, gt_mask, make_mask, mask_dropout
@@ -64,6 +64,8 @@ class TrainConfig:
     out_dir: str = "runs/03_train_edm/smoke/dynamics"  # checkpoints, log.csv, config.json
     stage: Annotated[str, STAGES] = "dynamics"  # "dynamics" (30x120 world model) or "upsampler" (x5, 150x600)
     model: str = "tiny"  # size preset: tiny, course, 130M, 400M (the upsampler stage takes UPSAMPLER_OF[model])
+    n_actions: NonNegInt = 0  # discrete actions of the dynamics model; 0: the dataset's (len of dataset.json
+    # action_names; HighwayEnv: its 5 meta-actions); another value must equal the dataset's count
     mask: MaskConfig = field(default_factory=MaskConfig)  # mask channel: kind soft (paper), hard, gt, none; its
     # training weights, dropout and colour rule; saved with every checkpoint, the default of inference. A plain kind
     # name ("soft") stands for MaskConfig(kind=...).
@@ -110,7 +112,9 @@ class TrainConfig:
         """The UNetConfig this stage trains (a dynamics model without a mask has no mask channel, as DIAMOND)."""
         if self.stage == "upsampler":
             return preset(UPSAMPLER_OF[self.model])
-        return replace(preset(self.model), use_mask=self.mask.kind != "none", action_before_mlp=self.action_before_mlp)
+        unet = preset(self.model)
+        return replace(unet, n_actions=self.n_actions or unet.n_actions, use_mask=self.mask.kind != "none",
+                       action_before_mlp=self.action_before_mlp)
 
     @property
     def denoiser_edm(self) -> EDMConfig:
@@ -158,6 +162,24 @@ class TrainingDiverged(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------------------- data
+def for_data(cfg: TrainConfig) -> TrainConfig:
+    """cfg checked against its dataset: n_actions set from the dataset's action names (ValueError when a set value
+    differs), and a mask other than 'none' refused on imported data (no HighwayEnv palette, no vehicle states)."""
+    root = resolve(cfg.data_dir)
+    manifest = read_manifest(root)
+    names = action_names(manifest)
+    if cfg.n_actions not in (0, len(names)):
+        raise ValueError(f"TrainConfig.n_actions is {cfg.n_actions} but {root / DATASET_FILE} has {len(names)} "
+                         f"actions {list(names)}: set n_actions to 0 (the dataset's count) or {len(names)}")
+    if cfg.stage == "dynamics" and cfg.mask.kind != "none" and "env" not in manifest:
+        raise ValueError(f"TrainConfig.mask kind {cfg.mask.kind!r} needs HighwayEnv data (soft/hard: its vehicle "
+                         f"colours; gt: vehicle states), and {root} was imported "
+                         f"({manifest.get('source', {}).get('kind', 'not collected')}): train it with mask='none'")
+    if cfg.n_actions or len(names) == preset(cfg.model).n_actions:
+        return cfg
+    return replace(cfg, n_actions=len(names))
+
+
 def windows(cfg: TrainConfig, split: str = "train") -> WindowDataset:
     """The streamed windows of one stage: dynamics = 4 + ar_steps low-res frames, actions and the mask sources
     (full-res frames or states at each target's last context position); upsampler = 2 full-res frames + low-res."""
@@ -302,7 +324,8 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 # ----------------------------------------------------------------------------------------------------------- loop
 def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
     """Refuse a checkpoint trained with other settings (paths aside; the dataset by content) or past cfg.steps."""
-    changes = config_changes(state["config"], to_dict(cfg), RESUMABLE | PATHS)
+    saved = {"n_actions": 0, **state["config"]}  # saved before n_actions existed: HighwayEnv's 5, what 0 means there
+    changes = config_changes(saved, to_dict(cfg), RESUMABLE | PATHS)
     old, new = state.get("data"), data_fingerprint(cfg.data_dir)
     if old and new and old != new:
         changes.append(f"data_dir: {state['config'].get('data_dir')!r} -> {cfg.data_dir!r} holds other episodes "
@@ -440,6 +463,7 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
     Runs as one process or under accelerate launch / notebook_launcher (each process sees its rank through
     accelerate). `callback(row)` gets every log row on the main process (live loss curves).
     """
+    cfg = for_data(cfg)
     acc = accelerator(cfg)
     out = resolve(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
