@@ -55,7 +55,7 @@ browser:
 	fi
 
 test: $(STAMP) browser
-	$(PY) -m pytest tests --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
+	$(PY) -m pytest tests --nbval-lax --sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS) --durations=15
 
 unit: $(STAMP) browser
 	$(PY) -m pytest tests

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import physics as P
+from .unet import UNetConfig
 from .validate import NonNegFloat, PosFloat, PosInt, Prob, check_fields
 
 
@@ -140,6 +141,9 @@ def curve(run: str | Path, every: int, win: dict[str, np.ndarray], starts: tuple
     return rows
 
 
+WINDOW_KEYS = ("lowres", "frames", "actions", "states", "episode")  # what evaluation.eval_windows returns
+
+
 def save_windows(win: dict[str, np.ndarray], path: str | Path, data_dir: str | Path) -> Path:
     """Write test windows (evaluation.eval_windows) and the fingerprint of their dataset to a compressed .npz."""
     from .checkpoint import data_fingerprint
@@ -157,7 +161,7 @@ def load_windows(path: str | Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} is not a test-window file ({e}); rebuild it with `python -m piwm_lib.quality "
                          f"--save-windows {path}`") from e
-    if missing := sorted({"lowres", "frames", "actions", "states", "episode"} - set(win)):
+    if missing := sorted(set(WINDOW_KEYS) - set(win)):
         raise ValueError(f"{path} lacks {missing}: rebuild it with `python -m piwm_lib.quality --save-windows {path}`")
     return win
 
@@ -178,10 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curve", metavar="CSV", help="instead of the shipped weights, measure every kept checkpoint "
                    "(--every steps) of each model's run in runs/pretrained/ and append the rows to CSV")
     p.add_argument("--every", type=int, default=500)
+    p.add_argument("--context", type=int, default=UNetConfig().n_context,
+                   help="real frames before each window's generated ones (the models' n_context)")
     a = p.parse_args(argv)
     from .evaluation import eval_windows
     if a.save_windows:
-        print(save_windows(eval_windows(a.data, 4, a.horizon, a.windows), a.save_windows, a.data))
+        print(save_windows(eval_windows(a.data, a.context, a.horizon, a.windows), a.save_windows, a.data))
         return 0
     if not a.names:
         p.error("name at least one shipped model (or --save-windows PATH)")
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         import pandas as pd
 
         from .runs import resolve
-        win = eval_windows(a.data, 4, a.horizon, a.windows)
+        win = eval_windows(a.data, a.context, a.horizon, a.windows)
         for name in a.names:
             rows = pd.DataFrame(curve(resolve("runs/pretrained") / name, a.every, win, tuple(a.starts)))
             out = Path(a.curve)
