@@ -110,7 +110,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture
 def browser(request, tmp_path):
-    """Headless Chromium; a screenshot in runs/browser/<test>.png when the test fails."""
+    """Headless Chromium; a screenshot in runs/browser/<test>.png when the test fails (or always, with
+    PIWM_SCREENSHOTS=1: pictures of the real UI for the docs)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -124,7 +125,7 @@ def browser(request, tmp_path):
     drv.set_script_timeout(60)
     yield drv
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    if report is not None and (report.failed or os.environ.get("PIWM_SCREENSHOTS") == "1"):
         SHOTS.mkdir(parents=True, exist_ok=True)
         drv.save_screenshot(str(SHOTS / f"{request.node.name}.png"))
     drv.quit()
