@@ -89,6 +89,12 @@ def write_index(root: str | Path) -> dict:
     return index
 
 
+def collected(manifest: dict) -> bool:
+    """Whether a dataset was collected from HighwayEnv by piwm_lib.collect (its dataset.json has `env`): the masks,
+    the physics metrics and the quality bar read its palette and camera, which imported episodes need not have."""
+    return "env" in manifest
+
+
 def action_names(manifest: dict) -> tuple[str, ...]:
     """The action names of a dataset (dataset.json action_names; HighwayEnv's meta-actions when it has none)."""
     return tuple(manifest.get("action_names", ACTIONS))

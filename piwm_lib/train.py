@@ -39,7 +39,7 @@ from .checkpoint import (  # the ones marked are re-exported: notebooks and modu
     steps_on_disk,
 )
 from .configs import from_dict, save_json, to_dict
-from .dataset import DATASET_FILE, WindowDataset, action_names, read_manifest
+from .dataset import DATASET_FILE, WindowDataset, action_names, collected, read_manifest
 from .edm import Denoiser, EDMConfig, denoising_step
 from .frames import to_model, upsample
 from .masks import KINDS, MaskConfig, gt_mask, make_mask, mask_dropout
@@ -171,7 +171,7 @@ def for_data(cfg: TrainConfig) -> TrainConfig:
     if cfg.n_actions not in (0, len(names)):
         raise ValueError(f"TrainConfig.n_actions is {cfg.n_actions} but {root / DATASET_FILE} has {len(names)} "
                          f"actions {list(names)}: set n_actions to 0 (the dataset's count) or {len(names)}")
-    if cfg.stage == "dynamics" and cfg.mask.kind != "none" and "env" not in manifest:
+    if cfg.stage == "dynamics" and cfg.mask.kind != "none" and not collected(manifest):
         raise ValueError(f"TrainConfig.mask kind {cfg.mask.kind!r} needs HighwayEnv data (soft/hard: its vehicle "
                          f"colours; gt: vehicle states), and {root} was imported "
                          f"({manifest.get('source', {}).get('kind', 'not collected')}): train it with mask='none'")

@@ -43,14 +43,21 @@ KEYS = {"ArrowLeft": 0, "a": 0, "ArrowUp": 3, "w": 3, "ArrowRight": 2, "d": 2, "
 # keyboard -> meta-action (env.ACTIONS: 0 LANE_LEFT, 1 IDLE, 2 LANE_RIGHT, 3 FASTER, 4 SLOWER); arrows or WASD, space
 
 
+def keys_for(actions: tuple[str, ...]) -> dict[str, int]:
+    """The keyboard map of an action set: KEYS for HighwayEnv's meta-actions, else digit keys 1..9 for actions 0..8."""
+    return dict(KEYS) if tuple(actions) == ACTIONS else {str(a + 1): a for a in range(min(len(actions), 9))}
+
+
 class PlayPanel:
     """A small driving game inside the world model: buttons and keys (arrows / WASD, space = idle) for the 5
-    meta-actions drive rollout 0 of a WorldModelEnv from a real starting window; autoplay lets a policy drive (the
-    logged actions of a real episode by default) until stopped. One step runs at a time, off the kernel's thread:
-    presses during a step are dropped (and counted), not queued."""
+    meta-actions, or a button and a digit key per action of another action set, drive rollout 0 of a WorldModelEnv
+    from a real starting window; autoplay lets a policy drive (the logged actions of a real episode by default) until
+    stopped. One step runs at a time, off the kernel's thread: presses during a step are dropped (and counted), not
+    queued."""
 
     def __init__(self, env: WorldModelEnv, start: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 drive: np.ndarray | None = None):
+                 drive: np.ndarray | None = None, actions: tuple[str, ...] = ACTIONS):
+        self.actions, self.key_map = tuple(actions), keys_for(actions)  # the dataset's action names, their keys
         self.env, self.start = env, start  # start: lowres (1, K, h, w, 3), full (1, K, H, W, 3), actions (1, K-1)
         self.drive = np.asarray(drive if drive is not None else [1], dtype=np.int64)  # autoplay's actions, cycled
         self.lock, self.stop_event = threading.Lock(), threading.Event()
@@ -63,8 +70,8 @@ class PlayPanel:
                                    "previous one plus noise (off: from pure noise)")
         self.warm.observe(self._toggle, names="value")
         self.buttons = [W.Button(description=name.replace("_", " ").lower(), layout=W.Layout(width="110px"),
-                                 tooltip=f"{name} ({', '.join(repr(k) for k, v in KEYS.items() if v == a)})")
-                        for a, name in enumerate(ACTIONS)]
+                                 tooltip=f"{name} ({', '.join(repr(k) for k, v in self.key_map.items() if v == a)})")
+                        for a, name in enumerate(self.actions)]
         for a, b in enumerate(self.buttons):
             b.on_click(lambda _b, a=a: self.press(a))
         self.reset_button = W.Button(description="reset", button_style="warning", tooltip="back to the real frames")
@@ -90,9 +97,9 @@ class PlayPanel:
         return ev
 
     def on_key(self, event: dict) -> None:
-        """A keydown event (ipyevents) -> one press of its action (KEYS); other keys are ignored."""
-        if event.get("type") == "keydown" and event.get("key") in KEYS:
-            self.press(KEYS[event["key"]])
+        """A keydown event (ipyevents) -> one press of its action (key_map); other keys are ignored."""
+        if event.get("type") == "keydown" and event.get("key") in self.key_map:
+            self.press(self.key_map[event["key"]])
 
     def _label_warm(self) -> None:
         on = self.env.cfg.warm_start
@@ -171,7 +178,7 @@ class PlayPanel:
         _, full = self.env.step([action])
         self.times.append(time.perf_counter() - t0)
         self.fps.value = f"{1.0 / np.mean(self.times[-10:]):.2f} frames/s"
-        self.show(full[0], f"{ACTIONS[action]}: {1e3 * self.times[-1]:.0f} ms")
+        self.show(full[0], f"{self.actions[action]}: {1e3 * self.times[-1]:.0f} ms")
         return full[0]
 
     def _line(self, what: str) -> str:
