@@ -1,6 +1,6 @@
-"""Notebooks 03 and 04, unchanged, on episodes that are not HighwayEnv's: a video + actions CSV and a CartPole-v1
-recording, imported with piwm_lib.importer, trained without a mask and rolled out through papermill (the quality bar,
-which reads HighwayEnv's palette and road, is skipped with a message)."""
+"""Notebooks 03, 04 and 05, unchanged, on episodes that are not HighwayEnv's: a video + actions CSV and a CartPole-v1
+recording, imported with piwm_lib.importer, trained without a mask, rolled out and evaluated through papermill (the
+quality bar and the physics metrics, which read HighwayEnv's palette and road, are skipped with a message)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def cartpole_dataset(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("make", [video_dataset, cartpole_dataset], ids=["video_csv", "cartpole"])
-def test_notebooks_03_and_04_train_and_roll_out_imported_episodes(make, tmp_path):
+def test_notebooks_03_to_05_train_roll_out_and_evaluate_imported_episodes(make, tmp_path):
     root = make(tmp_path)
     names = json.loads((root / "dataset.json").read_text())["action_names"]
     m3 = run_notebook("03_train_edm", {"RUN_NAME": "imp", "DATA_DIR": str(root), "MASK": "none", "STEPS": 4,
@@ -49,6 +49,10 @@ def test_notebooks_03_and_04_train_and_roll_out_imported_episodes(make, tmp_path
     m4 = run_notebook("04_sample_rollout", {"RUN_NAME": "imp", "DATA_DIR": str(root), "MODEL_RUN": "imp",
                                             "HORIZON": 3, "ROLLOUTS": 1, "SPEED_REPEATS": 1}, tmp_path)
     assert m4["horizon"] == 3 and m4["played_frames"] == 5 and m4["flicker_warm"] >= 0
+    m5 = run_notebook("05_evaluate", {"RUN_NAME": "imp", "DATA_DIR": str(root), "MODEL_RUN": "imp", "HORIZON": 3,
+                                      "MAX_WINDOWS": 2, "ENCODER_STEPS": 3, "BOOTSTRAP": 20, "PLANT_SEEDS": 0},
+                      tmp_path)
+    assert m5["physics"] is None and m5["windows"] == 2 and set(m5["fid"]) >= {"cold", "warm"}  # image metrics only
     state = json.loads((tmp_path / "04_sample_rollout.ipynb").read_text())["metadata"]["widgets"]
     buttons = [m["state"].get("description") for m in next(iter(state.values()))["state"].values()
                if m["model_name"] == "ButtonModel"]
