@@ -69,24 +69,25 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
     writer = EpisodeWriter(out / episode_name(index), frame_shape=(ec.screen_height, ec.screen_width, 3),
                            lowres_shape=(ec.lowres_height, ec.lowres_width, 3), n_slots=ec.n_slots,
                            state_fields=E.STATE_FIELDS, attrs=attrs)
-    action, crashed = None, False
+    action, ended = None, False
     try:
         for t in range(ec.episode_frames):
             if t > 0:
-                crashed = E.step(env, action)
+                ended = E.step(env, action)  # a crash, or the scenario's own end (merge-v0: past the merge)
                 if ec.recycle_traffic:
                     E.recycle_traffic(u, ec)
                 frame = E.render(env)
-            states, ids = E.vehicle_states(u)
+            states, ids = E.vehicle_states(u, ec.n_slots)
             writer.append(frame, resize_uint8(frame[None], ec.lowres_height, ec.lowres_width)[0], states, ids, action)
             if progress is not None and t % 25 == 24:
                 progress.put(25)
-            if crashed and ec.stop_on_crash:
+            if ended and ec.stop_on_crash:
                 break
             if t < ec.episode_frames - 1:
                 action = agent.act(u)
         n = writer.n
-        writer.close(crashed=bool(crashed))
+        crashed = bool(u.vehicle.crashed)  # not the scenario's own end (on highway-v0 the two are the same)
+        writer.close(crashed=crashed)
     except BaseException:
         writer.abort()
         raise
@@ -95,7 +96,7 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
         torch.set_num_threads(threads)
     if progress is not None:
         progress.put(n % 25)  # frames not yet reported
-    return {"episode": index, "frames": n, "crashed": bool(crashed)}
+    return {"episode": index, "frames": n, "crashed": crashed}
 
 
 def _init_worker(progress, parent: int) -> None:
@@ -287,9 +288,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--seed", type=int, default=d.seed)
     run.add_argument("--workers", type=int, default=d.workers)
     run.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    run.add_argument("--scenario", choices=sorted(E.SCENARIOS), default=de.env_id,
+                     help="HighwayEnv scenario (its lanes and traffic: env.SCENARIOS; --lanes / --vehicles override)")
     run.add_argument("--frames", type=int, default=de.episode_frames, help="frames per episode")
-    run.add_argument("--vehicles", type=int, default=de.vehicles)
-    run.add_argument("--lanes", type=int, default=de.lanes)
+    run.add_argument("--vehicles", type=int, default=None,
+                     help=f"other vehicles / state slots (highway: {de.vehicles})")
+    run.add_argument("--lanes", type=int, default=None, help=f"lanes (highway: {de.lanes})")
     run.add_argument("--policy-hz", type=int, default=de.policy_hz, help="recorded frames per second")
     run.add_argument("--agent", choices=("mcts", "idm", "random"), default=da.kind)
     run.add_argument("--budget", type=int, default=da.budget, help="MCTS iterations per decision")
@@ -312,7 +316,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def config_from_args(a: argparse.Namespace) -> CollectConfig:
     """CollectConfig from the `run` command-line arguments."""
-    env = replace(E.EnvConfig(), episode_frames=a.frames, vehicles=a.vehicles, lanes=a.lanes, policy_hz=a.policy_hz)
+    given = {k: v for k, v in (("vehicles", a.vehicles), ("lanes", a.lanes)) if v is not None}
+    env = E.scenario(a.scenario, episode_frames=a.frames, policy_hz=a.policy_hz, **given)
     agent = replace(AgentConfig(), kind=a.agent, budget=a.budget, horizon=a.horizon, decision_frames=a.decision_frames,
                     lane_target_every=a.lane_target_every, speed_target_every=a.speed_target_every)
     return CollectConfig(out=a.out, episodes=a.episodes, first_episode=a.first_episode, seed=a.seed,

@@ -26,9 +26,10 @@ IDLE = 1
 class EnvConfig:
     """HighwayEnv settings for BEV data collection (values not published by the paper are our choices)."""
 
-    env_id: str = "highway-v0"  # gymnasium id, highway-v0 family
+    env_id: str = "highway-v0"  # gymnasium id: highway-v0, or a straight-road scenario of SCENARIOS (scenario())
     lanes: PosInt = 4  # lanes_count (HighwayEnv default)
-    vehicles: NonNegInt = 30  # other vehicles on the road (HighwayEnv default 50; recycling keeps view dense)
+    vehicles: NonNegInt = 30  # other vehicles on the road (HighwayEnv default 50; recycling keeps view dense); in
+    # the other scenarios, which set their own traffic, the state slots beside the ego (unused slots: NaN, id -1)
     density: PosFloat = 1.0  # vehicles_density: initial spacing factor
     simulation_hz: PosInt = 15  # physics steps per second (HighwayEnv default)
     policy_hz: PosInt = 5  # recorded frames (and actions) per second; paper: not published
@@ -42,13 +43,17 @@ class EnvConfig:
     recycle_behind_m: NonNegFloat = 45.0  # m behind the ego (off-screen: the view starts ~33 m behind)
     spawn_ahead_m: tuple[float, float] = (90.0, 170.0)  # m ahead of the ego (view ends ~76 m ahead)
     spawn_gap_m: NonNegFloat = 20.0  # m of free lane required around a respawned car
-    stop_on_crash: bool = True  # end the episode at the frame where the ego crashes
+    stop_on_crash: bool = True  # end the episode at the frame where the ego crashes (or the scenario ends it)
     ego_speeds: tuple[float, ...] = (15.0, 20.0, 25.0, 30.0)  # m/s targets FASTER/SLOWER step through
 
     def __post_init__(self) -> None:
         check_fields(self)
         require(self.simulation_hz % self.policy_hz == 0,
                 f"EnvConfig.simulation_hz ({self.simulation_hz}) must be a multiple of policy_hz ({self.policy_hz})")
+        require(self.env_id in SCENARIOS, f"EnvConfig.env_id must be one of {sorted(SCENARIOS)}, got "
+                f"{self.env_id!r} (roundabout-v0 and intersection-v0: curved roads, not supported yet)")
+        require(not self.recycle_traffic or self.env_id == "highway-v0",
+                f"EnvConfig.recycle_traffic works on highway-v0 only (its lanes); set it False for {self.env_id}")
         lo, hi = self.spawn_ahead_m
         require(0 <= lo <= hi,
                 f"EnvConfig.spawn_ahead_m must be (near, far) with 0 <= near <= far, got {self.spawn_ahead_m}")
@@ -76,10 +81,25 @@ class EnvConfig:
         }
 
 
+SCENARIOS: dict[str, dict] = {  # scenario -> EnvConfig fields (docs/scenarios/survey.md): straight roads, our camera
+    "highway-v0": {},
+    "merge-v0": {"lanes": 2, "vehicles": 8, "recycle_traffic": False},  # 4 cars + the ego; ends past x = 370 m
+    "two-way-v0": {"lanes": 2, "vehicles": 8, "recycle_traffic": False},  # 5 cars, 2 oncoming; no lane changes
+}
+
+
+def scenario(name: str, **fields) -> EnvConfig:
+    """The EnvConfig of a HighwayEnv scenario (SCENARIOS), with `fields` overriding it."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}: choose one of {sorted(SCENARIOS)}")
+    return EnvConfig(env_id=name, **{**SCENARIOS[name], **fields})
+
+
 def make_env(cfg: EnvConfig) -> gym.Env:
-    """A headless HighwayEnv (render_mode rgb_array, no display needed; do not set SDL_VIDEODRIVER=dummy)."""
-    env = gym.make(cfg.env_id, render_mode="rgb_array", config=cfg.highway_config())
-    return env
+    """A headless HighwayEnv (render_mode rgb_array, no display needed; do not set SDL_VIDEODRIVER=dummy); other
+    scenarios without gymnasium's time limit (two-way-v0 registers 15 steps): the episode length is ours."""
+    extra = {} if cfg.env_id == "highway-v0" else {"max_episode_steps": -1}
+    return gym.make(cfg.env_id, render_mode="rgb_array", config=cfg.highway_config(), **extra)
 
 
 def reset(env: gym.Env, seed: int) -> np.ndarray:
@@ -106,8 +126,9 @@ def vehicle_slots(u) -> list:
     return [u.vehicle] + [v for v in u.road.vehicles if v is not u.vehicle]
 
 
-def vehicle_states(u) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth states (N, len(STATE_FIELDS)) float32 and ids (N,) int32, pixels from the viewer's transform."""
+def vehicle_states(u, slots: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth states (N, len(STATE_FIELDS)) float32 and ids (N,) int32, pixels from the viewer's transform;
+    with `slots`, padded to that many rows (NaN states, id -1), ValueError when more vehicles are on the road."""
     surface = u.viewer.sim_surface
     ox, oy = surface.origin
     rows, ids = [], []
@@ -119,7 +140,14 @@ def vehicle_states(u) -> tuple[np.ndarray, np.ndarray]:
                      target[2] if target else -1, (x - ox) * surface.scaling, (y - oy) * surface.scaling,
                      float(v.crashed)))
         ids.append(getattr(v, "piwm_id", -1))
-    return np.asarray(rows, dtype=np.float32), np.asarray(ids, dtype=np.int32)
+    states, ids = np.asarray(rows, dtype=np.float32), np.asarray(ids, dtype=np.int32)
+    if slots is None or len(ids) == slots:
+        return states, ids
+    if len(ids) > slots:
+        raise ValueError(f"{len(ids)} vehicles on the road but {slots} state slots: raise EnvConfig.vehicles")
+    pad = slots - len(ids)
+    return (np.concatenate([states, np.full((pad, states.shape[1]), np.nan, np.float32)]),
+            np.concatenate([ids, np.full(pad, -1, np.int32)]))
 
 
 def step(env: gym.Env, action: int) -> bool:
