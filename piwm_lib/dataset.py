@@ -105,10 +105,11 @@ def action_stats(actions: np.ndarray, states: np.ndarray,
     """Commands per action name and completed ego lane changes (its lane index changing), of an episode:
     actions (T-1,) int, states (T, N, F) with the ego in slot 0; lane changes None without vehicle states (N = 0)."""
     counts = np.bincount(np.asarray(actions, np.int64), minlength=len(names))
+    commands = {a: int(c) for a, c in zip(names, counts)}
     if states.shape[1] == 0:
-        return {a: int(c) for a, c in zip(names, counts)}, None
+        return commands, None
     lane = states[:, 0, STATE_FIELDS.index("lane")]  # (T,)
-    return {a: int(c) for a, c in zip(names, counts)}, int(np.count_nonzero(np.diff(lane) != 0))
+    return commands, int(np.count_nonzero(np.diff(lane) != 0))
 
 
 def cars_in_view(states: np.ndarray, env_config: dict) -> np.ndarray:
