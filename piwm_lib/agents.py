@@ -11,7 +11,23 @@ import numpy as np
 from . import env as E
 from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, check_fields, require
 
-LEFT, IDLE, RIGHT, FASTER, SLOWER = range(5)
+LEFT, IDLE, RIGHT, FASTER, SLOWER = range(5)  # highway-v0's indices; other action sets: action(u, name)
+
+
+def action(u, name: str) -> int | None:
+    """Index of the meta-action `name` in env `u`'s action set (None when it has none: no lane changes at the
+    intersection, whose 3 actions are SLOWER 0, IDLE 1, FASTER 2)."""
+    return u.action_type.actions_indexes.get(name)
+
+
+def curved(u) -> bool:
+    """True on a scenario whose roads curve (env.CURVED): distances are taken along lanes, not along x."""
+    return u.spec is not None and u.spec.id in E.CURVED
+
+
+def gap_ahead(u, ego, other) -> float:
+    """Distance from `ego` forward to `other` (m): along x on straight roads, along the ego's lane on curved ones."""
+    return ego.lane_distance_to(other) if curved(u) else other.position[0] - ego.position[0]
 
 
 @dataclass(frozen=True)
@@ -41,7 +57,8 @@ class AgentConfig:
     w_target_lane: float = 1.0  # reward weight of being in the target lane
     speed_target_every: NonNegInt = 0  # decisions between new target speeds
     w_target_speed: float = 0.5  # reward weight of driving at the target speed
-    target_speeds: tuple[PosFloat, PosFloat] = (20.0, 30.0)  # m/s, range of target speeds (uniform)
+    target_speeds: tuple[PosFloat, PosFloat] = (20.0, 30.0)  # m/s, range of target speeds (uniform; on curved
+    #                                                           scenarios the ego's own range, EnvConfig.ego_speeds)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -58,7 +75,7 @@ class RandomAgent:
     def act(self, u) -> int:
         """Next action for the current state of unwrapped env `u`."""
         if self.rng.random() >= self.cfg.persistence:
-            self.prev = int(self.rng.integers(5))
+            self.prev = int(self.rng.integers(len(u.action_type.actions)))
         return self.prev
 
 
@@ -71,9 +88,8 @@ class IDMAgent:
     def _gaps(self, u, lane_index) -> tuple[float, float]:
         """Free distance ahead and behind the ego in `lane_index` (inf when no car)."""
         front, rear = u.road.neighbour_vehicles(u.vehicle, lane_index)
-        ex = u.vehicle.position[0]
-        ahead = front.position[0] - ex if front else math.inf
-        behind = ex - rear.position[0] if rear else math.inf
+        ahead = gap_ahead(u, u.vehicle, front) if front else math.inf
+        behind = -gap_ahead(u, u.vehicle, rear) if rear else math.inf
         return ahead, behind
 
     def act(self, u) -> int:
@@ -82,16 +98,17 @@ class IDMAgent:
         if ego.target_lane_index != ego.lane_index:
             return IDLE  # a lane change is under way
         ahead, _ = self._gaps(u, ego.lane_index)
+        lanes = min(u.config["lanes_count"], len(u.road.network.graph[ego.lane_index[0]][ego.lane_index[1]]))  # edge's
         if ahead < self.safe_gap:
-            for side in (LEFT, RIGHT) if self.rng.random() < 0.5 else (RIGHT, LEFT):
-                lane_id = ego.lane_index[2] + (-1 if side == LEFT else 1)
-                if 0 <= lane_id < u.config["lanes_count"]:
+            for side in ("LANE_LEFT", "LANE_RIGHT") if self.rng.random() < 0.5 else ("LANE_RIGHT", "LANE_LEFT"):
+                lane_id = ego.lane_index[2] + (-1 if side == "LANE_LEFT" else 1)
+                if action(u, side) is not None and 0 <= lane_id < lanes:
                     a, b = self._gaps(u, (ego.lane_index[0], ego.lane_index[1], lane_id))
                     if a > ahead + 10 and a > self.safe_gap and b > 12:
-                        return side
-            return SLOWER
+                        return action(u, side)
+            return action(u, "SLOWER")
         if ahead > 2 * self.safe_gap and self.rng.random() < 0.3:
-            return FASTER
+            return action(u, "FASTER")
         return IDLE
 
 
@@ -150,20 +167,24 @@ class MCTSAgent:
         """New target lane (another lane than the ego's) / target speed every so many decisions."""
         c = self.cfg
         lanes = u.config["lanes_count"]
+        if c.lane_target_every and curved(u):
+            raise ValueError("AgentConfig.lane_target_every needs a straight road (lane numbers change along curved "
+                             "roads): set it 0 on roundabout-v0 and intersection-v0")
         if c.lane_target_every and self.plans % c.lane_target_every == 0 and lanes > 1:
             others = [k for k in range(lanes) if k != u.vehicle.lane_index[2]]
             self.target_lane = int(self.rng.choice(others))
         if c.speed_target_every and self.plans % c.speed_target_every == 0:
-            self.target_speed = float(self.rng.uniform(*c.target_speeds))
+            speeds = u.config["action"]["target_speeds"]  # curved scenarios: their own range (roundabout 0-16 m/s)
+            self.target_speed = float(self.rng.uniform(*((min(speeds), max(speeds)) if curved(u) else c.target_speeds)))
 
     def _iterate(self, root: _Node, sim) -> None:
         """One selection-expansion-rollout-backup pass; `sim` is a disposable planning copy."""
         c = self.cfg
         path, ret, disc, depth, node, done = [root], 0.0, 1.0, 0, root, False
-        expanded = False
+        expanded, n_actions = False, len(sim.action_type.actions)
         while depth < c.horizon and not done:
             if not expanded:
-                untried = [a for a in range(5) if a not in node.children]
+                untried = [a for a in range(n_actions) if a not in node.children]
                 if untried:
                     action = int(self.rng.choice(untried))
                     node.children[action] = _Node()
@@ -188,8 +209,8 @@ class MCTSAgent:
         """Default policy after expansion: brake when closing in on the car ahead (within 1.5 s), else IDLE."""
         ego = sim.vehicle
         front, _ = sim.road.neighbour_vehicles(ego, ego.lane_index)
-        if front is not None and front.speed < ego.speed and front.position[0] - ego.position[0] < 1.5 * ego.speed:
-            return SLOWER
+        if front is not None and front.speed < ego.speed and gap_ahead(sim, ego, front) < 1.5 * ego.speed:
+            return action(sim, "SLOWER")
         return IDLE
 
     def _ucb(self, node: _Node) -> int:
@@ -206,7 +227,11 @@ class MCTSAgent:
         if E.simulate(sim, action, c.decision_frames):
             return -1.0, True
         ego = sim.vehicle
-        speed = float(np.clip((ego.speed * math.cos(ego.heading) - 20.0) / 10.0, 0.0, 1.0))
+        if curved(sim):  # the ego's own speed range (roundabout 0-16 m/s), along its route
+            lo, hi = min(sim.config["action"]["target_speeds"]), max(sim.config["action"]["target_speeds"])
+            speed = float(np.clip((ego.speed - lo) / max(hi - lo, 1e-6), 0.0, 1.0))
+        else:  # forward speed, mapped from [20, 30] m/s
+            speed = float(np.clip((ego.speed * math.cos(ego.heading) - 20.0) / 10.0, 0.0, 1.0))
         lanes = sim.config["lanes_count"]
         right = ego.lane_index[2] / max(lanes - 1, 1)
         terms = [(c.w_speed, speed), (c.w_right, right)]

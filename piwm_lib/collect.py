@@ -47,12 +47,15 @@ class CollectConfig:
     def __post_init__(self) -> None:
         from .validate import check_fields  # types of the annotations, and these ranges
         check_fields(self, episodes=">= 1", first_episode=">= 0", seed=">= 0", workers=">= 1", test_fraction="[0, 1)")
+        if self.env.curved and self.agent.kind == "mcts" and self.agent.lane_target_every:
+            raise ValueError(f"AgentConfig.lane_target_every needs a straight road: {self.env.env_id}'s lane numbers "
+                             "change along its curves; set it 0 (--lane-target-every 0, LANE_TARGET_EVERY = 0)")
 
 
 def manifest(cfg: CollectConfig) -> dict:
     """What every slice of one dataset must share (merge refuses slices that differ)."""
     return {"format": "piwm-dataset", "seed": cfg.seed, "test_fraction": cfg.test_fraction,
-            "env": to_dict(cfg.env), "agent": to_dict(cfg.agent)}
+            "env": E.config_dict(cfg.env), "agent": to_dict(cfg.agent)}
 
 
 def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) -> dict:
@@ -64,8 +67,8 @@ def collect_episode(out: Path, index: int, cfg: CollectConfig, progress=None) ->
     u = env.unwrapped
     frame = E.reset(env, cfg.seed + index)
     agent = make_agent(cfg.agent, np.random.default_rng([cfg.seed + index, 1]))
-    attrs = {"episode": index, "seed": cfg.seed, "env_seed": cfg.seed + index, "env_config": to_dict(ec),
-             "agent_config": to_dict(cfg.agent), "action_names": list(E.ACTIONS)}
+    attrs = {"episode": index, "seed": cfg.seed, "env_seed": cfg.seed + index, "env_config": E.config_dict(ec),
+             "agent_config": to_dict(cfg.agent), "action_names": list(ec.action_names)}
     writer = EpisodeWriter(out / episode_name(index), frame_shape=(ec.screen_height, ec.screen_width, 3),
                            lowres_shape=(ec.lowres_height, ec.lowres_width, 3), n_slots=ec.n_slots,
                            state_fields=E.STATE_FIELDS, attrs=attrs)

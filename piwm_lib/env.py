@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,16 +18,19 @@ import highway_env  # noqa: E402, F401  (registers highway-v0 with gymnasium)
 import numpy as np  # noqa: E402
 
 from .bev import ACTIONS, STATE_FIELDS  # noqa: E402, F401  (vehicle_states writes its columns in this order)
+from .configs import to_dict  # noqa: E402
 from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields, require  # noqa: E402
 
-IDLE = 1
+IDLE = 1  # the same index in every DiscreteMetaAction variant
+LONGITUDINAL = ("SLOWER", "IDLE", "FASTER")  # DiscreteMetaAction(lateral=False).ACTIONS_LONGI (intersection-v0)
+CURVED = ("roundabout-v0", "intersection-v0")  # curved roads: the road readings of egomotion.py do not apply
 
 
 @dataclass(frozen=True)
 class EnvConfig:
     """HighwayEnv settings for BEV data collection (values not published by the paper are our choices)."""
 
-    env_id: str = "highway-v0"  # gymnasium id: highway-v0, or a straight-road scenario of SCENARIOS (scenario())
+    env_id: str = "highway-v0"  # gymnasium id: highway-v0 or another scenario of SCENARIOS (scenario())
     lanes: PosInt = 4  # lanes_count (HighwayEnv default)
     vehicles: NonNegInt = 30  # other vehicles on the road (HighwayEnv default 50; recycling keeps view dense); in
     # the other scenarios, which set their own traffic, the state slots beside the ego (unused slots: NaN, id -1)
@@ -37,6 +41,7 @@ class EnvConfig:
     screen_width: PosInt = 600  # px, default top-down render
     screen_height: PosInt = 150  # px
     scaling: PosFloat = 5.5  # px per metre (HighwayEnv default)
+    centering: tuple[float, float] = (0.3, 0.5)  # where the camera keeps the ego, as fractions of (width, height)
     lowres_height: PosInt = 30  # px, dynamics-model grid (paper: 30x120)
     lowres_width: PosInt = 120  # px
     recycle_traffic: bool = True  # move cars left far behind to far ahead, keeping traffic in view
@@ -45,13 +50,16 @@ class EnvConfig:
     spawn_gap_m: NonNegFloat = 20.0  # m of free lane required around a respawned car
     stop_on_crash: bool = True  # end the episode at the frame where the ego crashes (or the scenario ends it)
     ego_speeds: tuple[float, ...] = (15.0, 20.0, 25.0, 30.0)  # m/s targets FASTER/SLOWER step through
+    lateral: bool = True  # LANE_LEFT / LANE_RIGHT among the actions (False: SLOWER, IDLE, FASTER, as intersection-v0)
+    duration_s: NonNegFloat = 0.0  # the scenario ends the episode after this long (0: never before episode_frames)
 
     def __post_init__(self) -> None:
         check_fields(self)
         require(self.simulation_hz % self.policy_hz == 0,
                 f"EnvConfig.simulation_hz ({self.simulation_hz}) must be a multiple of policy_hz ({self.policy_hz})")
-        require(self.env_id in SCENARIOS, f"EnvConfig.env_id must be one of {sorted(SCENARIOS)}, got "
-                f"{self.env_id!r} (roundabout-v0 and intersection-v0: curved roads, not supported yet)")
+        require(self.env_id in SCENARIOS, f"EnvConfig.env_id must be one of {sorted(SCENARIOS)}, got {self.env_id!r}")
+        require(all(0 <= c <= 1 for c in self.centering) and len(self.centering) == 2,
+                f"EnvConfig.centering must be (x, y) fractions of the frame in [0, 1], got {self.centering}")
         require(not self.recycle_traffic or self.env_id == "highway-v0",
                 f"EnvConfig.recycle_traffic works on highway-v0 only (its lanes); set it False for {self.env_id}")
         lo, hi = self.spawn_ahead_m
@@ -63,28 +71,45 @@ class EnvConfig:
         """Vehicle slots in the state arrays: the ego (slot 0) and every other vehicle."""
         return self.vehicles + 1
 
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """The names of the discrete actions, by index (HighwayEnv's DiscreteMetaAction)."""
+        return ACTIONS if self.lateral else LONGITUDINAL
+
+    @property
+    def curved(self) -> bool:
+        """True on the scenarios whose roads curve under the camera (egomotion.py's road readings do not apply)."""
+        return self.env_id in CURVED
+
     def highway_config(self) -> dict:
         """The HighwayEnv `configure` dict for this config."""
+        action = {"type": "DiscreteMetaAction", "target_speeds": list(self.ego_speeds)}
         return {
             "lanes_count": self.lanes,
             "vehicles_count": self.vehicles,
             "vehicles_density": self.density,
             "simulation_frequency": self.simulation_hz,
             "policy_frequency": self.policy_hz,
-            "duration": self.episode_frames / self.policy_hz + 1,  # never truncates before our stop
+            "duration": self.duration_s or self.episode_frames / self.policy_hz + 1,  # 0: never before our stop
             "screen_width": self.screen_width,
             "screen_height": self.screen_height,
             "scaling": self.scaling,
-            "centering_position": [0.3, 0.5],
-            "action": {"type": "DiscreteMetaAction", "target_speeds": list(self.ego_speeds)},
+            "centering_position": list(self.centering),
+            "action": action if self.lateral else {**action, "longitudinal": True, "lateral": False},
             "offscreen_rendering": True,
         }
 
 
-SCENARIOS: dict[str, dict] = {  # scenario -> EnvConfig fields (docs/scenarios/survey.md): straight roads, our camera
+_SQUARE = {"screen_width": 400, "screen_height": 400, "centering": (0.5, 0.5), "lowres_height": 80,
+           "lowres_width": 80, "recycle_traffic": False}  # 73 m x 73 m around the ego, low-res 80 x 80 (5x down)
+SCENARIOS: dict[str, dict] = {  # scenario -> EnvConfig fields (docs/scenarios/survey.md, measured there)
     "highway-v0": {},
     "merge-v0": {"lanes": 2, "vehicles": 8, "recycle_traffic": False},  # 4 cars + the ego; ends past x = 370 m
     "two-way-v0": {"lanes": 2, "vehicles": 8, "recycle_traffic": False},  # 5 cars, 2 oncoming; no lane changes
+    "roundabout-v0": {**_SQUARE, "lanes": 2, "vehicles": 8, "ego_speeds": (0.0, 8.0, 16.0), "duration_s": 11.0},
+    # 4 cars + the ego; the scenario's own speeds and duration (11 s: after it the ego leaves the map)
+    "intersection-v0": {**_SQUARE, "lanes": 1, "vehicles": 40, "ego_speeds": (0.0, 4.5, 9.0), "lateral": False,
+                        "duration_s": 13.0},  # cars spawn and leave every step; ends on arrival, a crash or 13 s
 }
 
 
@@ -95,11 +120,47 @@ def scenario(name: str, **fields) -> EnvConfig:
     return EnvConfig(env_id=name, **{**SCENARIOS[name], **fields})
 
 
+LATE_FIELDS = ("centering", "lateral", "duration_s")  # added with the curved scenarios (issue 16)
+
+
+def config_dict(cfg: EnvConfig) -> dict:
+    """The config as saved with a dataset: fields added later are left out at their defaults, so a dataset collected
+    before them keeps its manifest (and fingerprint) when collected again."""
+    d, default = to_dict(cfg), to_dict(EnvConfig())
+    return {k: v for k, v in d.items() if k not in LATE_FIELDS or v != default[k]}
+
+
 def make_env(cfg: EnvConfig) -> gym.Env:
     """A headless HighwayEnv (render_mode rgb_array, no display needed; do not set SDL_VIDEODRIVER=dummy); other
-    scenarios without gymnasium's time limit (two-way-v0 registers 15 steps): the episode length is ours."""
+    scenarios without gymnasium's time limit (two-way-v0 registers 15 steps): the episode length is ours.
+    intersection-v0 changes class attributes of the traffic's IDM at reset: closing its env restores them."""
     extra = {} if cfg.env_id == "highway-v0" else {"max_episode_steps": -1}
-    return gym.make(cfg.env_id, render_mode="rgb_array", config=cfg.highway_config(), **extra)
+    with warnings.catch_warnings():  # roundabout-v0 / intersection-v0 "out of date": v0 is the issue's (and survey's)
+        warnings.filterwarnings("ignore", message=".*is out of date.*")
+        env = gym.make(cfg.env_id, render_mode="rgb_array", config=cfg.highway_config(), **extra)
+    return _RestoreTraffic(env) if cfg.env_id == "intersection-v0" else env
+
+
+class _RestoreTraffic(gym.Wrapper):
+    """Puts back the IDM class attributes intersection-v0's reset sets globally (DISTANCE_WANTED, COMFORT_ACC_*),
+    so that a highway env made later in the same process drives as it would alone."""
+
+    NAMES = ("DISTANCE_WANTED", "COMFORT_ACC_MAX", "COMFORT_ACC_MIN")
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        from highway_env import utils
+
+        self._cls = utils.class_from_path(env.unwrapped.config["other_vehicles_type"])
+        self._saved = {n: getattr(self._cls, n) for n in self.NAMES}
+
+    def close(self) -> None:
+        """Close the env and restore the attributes."""
+        try:
+            super().close()
+        finally:
+            for n, v in self._saved.items():
+                setattr(self._cls, n, v)
 
 
 def reset(env: gym.Env, seed: int) -> np.ndarray:
@@ -151,9 +212,10 @@ def vehicle_states(u, slots: int | None = None) -> tuple[np.ndarray, np.ndarray]
 
 
 def step(env: gym.Env, action: int) -> bool:
-    """Advance one recorded frame with `action`; return True when the ego has crashed."""
-    _, _, terminated, _, _ = env.step(int(action))
-    return bool(env.unwrapped.vehicle.crashed or terminated)
+    """Advance one recorded frame with `action`; True when the episode ended: a crash, or the scenario's own end
+    (merge-v0 past the merge, intersection-v0 on arrival, EnvConfig.duration_s)."""
+    _, _, terminated, truncated, _ = env.step(int(action))
+    return bool(env.unwrapped.vehicle.crashed or terminated or truncated)
 
 
 def recycle_traffic(u, cfg: EnvConfig) -> None:
@@ -193,7 +255,9 @@ def _respawn(u, v, lane, lane_index, s: float, speed: float) -> None:
 def planning_copy(u, behind_m: float, ahead_m: float):
     """Copy of the unwrapped env keeping only vehicles within [-behind_m, +ahead_m] of the ego (cheap to step),
     plus the nearest car beyond each edge in every lane, so that lane-change decisions (MOBIL) near the ego
-    still see the right followers and leaders."""
+    still see the right followers and leaders. On curved roads (few cars, x is not forward) it keeps every car."""
+    if u.spec is not None and u.spec.id in CURVED:
+        return copy.deepcopy(u)
     road = u.road
     everyone = road.vehicles
     x0 = u.vehicle.position[0]
