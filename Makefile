@@ -1,5 +1,6 @@
 # PIWM course. Every target bootstraps .venv when it is missing.
 #   make course   run every notebook headless (papermill, course profile) into runs/course/
+#   make course PROFILE=course-merge   the same for another profile: the notebooks with a configs/PROFILE/NN.yaml
 #   make test     unit tests + notebook tests (nbval) + browser tests (installs Debian's chromium + chromium-driver)
 #   make pretrained  train (resuming) and export the shipped models of configs/pretrained.yaml into data/pretrained/
 #   make recipe-comparison  train (resuming) and measure the recipe arms of configs/recipe_comparison.yaml
@@ -30,8 +31,8 @@ course: $(STAMP)
 	@mkdir -p runs/$(PROFILE)
 	@for nb in $(NOTEBOOKS); do \
 	  name=$$(basename $$nb .ipynb); num=$${name%%_*}; cfg=configs/$(PROFILE)/$$num.yaml; \
-	  args=""; [ -f $$cfg ] && args="-f $$cfg"; \
-	  echo "== $$nb ($(PROFILE)$${args:+: $$cfg})"; \
+	  if [ ! -f $$cfg ]; then echo "== $$nb: skipped (no $$cfg)"; continue; fi; args="-f $$cfg"; \
+	  echo "== $$nb ($(PROFILE): $$cfg)"; \
 	  $(VENV)/bin/papermill $$nb runs/$(PROFILE)/$$name.ipynb $$args -p RUN_NAME $(PROFILE) --cwd notebooks \
 	    --no-progress-bar || exit 1; \
 	done

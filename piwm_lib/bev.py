@@ -15,6 +15,7 @@ OUTLINE_RGB = (60, 60, 60)  # 1-px car outline
 VEHICLE_RGB = np.array([EGO_RGB, EGO_LIGHT_RGB, OTHER_RGB, OTHER_LIGHT_RGB, CRASHED_RGB], np.uint8)  # (5, 3)
 EGO_PIXEL = (180, 75)  # (x, y) where the camera keeps the ego: centering_position (0.3, 0.5) of 600x150
 ACTIONS: tuple[str, ...] = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")  # DiscreteMetaAction, in order
+LONGITUDINAL: tuple[str, ...] = ("SLOWER", "IDLE", "FASTER")  # DiscreteMetaAction(lateral=False): intersection-v0
 STATE_FIELDS: tuple[str, ...] = (
     "x", "y", "vx", "vy", "heading", "speed", "lane", "target_lane", "px", "py", "crashed",
 )  # per vehicle, per frame; x, y, vx, vy in m and m/s, heading in rad, px, py in frame pixels

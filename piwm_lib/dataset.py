@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .bev import ACTIONS, STATE_FIELDS, VEHICLE_RGB, in_view
+from .bev import ACTIONS, LONGITUDINAL, STATE_FIELDS, VEHICLE_RGB, in_view
 from .configs import save_json
 from .frames import resize_uint8
 from .storage import CorruptEpisodeError, Episode
@@ -96,8 +96,11 @@ def collected(manifest: dict) -> bool:
 
 
 def action_names(manifest: dict) -> tuple[str, ...]:
-    """The action names of a dataset (dataset.json action_names; HighwayEnv's meta-actions when it has none)."""
-    return tuple(manifest.get("action_names", ACTIONS))
+    """The action names of a dataset (dataset.json action_names; else the collected scenario's meta-actions: 5, or
+    SLOWER / IDLE / FASTER without lateral actions, as intersection-v0)."""
+    if "action_names" in manifest:
+        return tuple(manifest["action_names"])
+    return ACTIONS if manifest.get("env", {}).get("lateral", True) else LONGITUDINAL
 
 
 def action_stats(actions: np.ndarray, states: np.ndarray,

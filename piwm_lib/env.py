@@ -17,12 +17,11 @@ import gymnasium as gym  # noqa: E402
 import highway_env  # noqa: E402, F401  (registers highway-v0 with gymnasium)
 import numpy as np  # noqa: E402
 
-from .bev import ACTIONS, STATE_FIELDS  # noqa: E402, F401  (vehicle_states writes its columns in this order)
+from .bev import ACTIONS, LONGITUDINAL, STATE_FIELDS  # noqa: E402, F401  (vehicle_states writes its columns in this order)
 from .configs import to_dict  # noqa: E402
 from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields, require  # noqa: E402
 
 IDLE = 1  # the same index in every DiscreteMetaAction variant
-LONGITUDINAL = ("SLOWER", "IDLE", "FASTER")  # DiscreteMetaAction(lateral=False).ACTIONS_LONGI (intersection-v0)
 CURVED = ("roundabout-v0", "intersection-v0")  # curved roads: the road readings of egomotion.py do not apply
 
 

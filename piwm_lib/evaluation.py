@@ -65,10 +65,11 @@ def truth_of(windows: dict[str, np.ndarray], context: int) -> tuple[np.ndarray, 
 
 
 def evaluate(dynamics: Denoiser, upsampler: Denoiser | None, starts: dict[str, WorldModelConfig],
-             windows: dict[str, np.ndarray], cfg: P.PhysicsConfig = P.PhysicsConfig(), seed: int = 0,
+             windows: dict[str, np.ndarray], cfg: P.PhysicsConfig | None = P.PhysicsConfig(), seed: int = 0,
              batch: int = 8) -> Evaluation:
     """Roll out every start of `starts` (name -> settings) on the test windows under their logged actions, each
-    rollout with its own noise generator (the same noise for every start), and score them against the truth."""
+    rollout with its own noise generator (the same noise for every start), and score them against the truth
+    (cfg None: no physics scores, for data the metrics do not apply to: physics.not_applicable)."""
     context = dynamics.unet_cfg.n_context
     if windows["frames"].shape[1] <= context:
         raise ValueError(f"windows of {windows['frames'].shape[1]} frames leave nothing to generate after "
@@ -81,6 +82,8 @@ def evaluate(dynamics: Denoiser, upsampler: Denoiser | None, starts: dict[str, W
                                              windows["frames"], windows["actions"], batch=batch, states=states)
         seconds[name] = time.perf_counter() - t0
     truth, actions = truth_of(windows, context)
+    if cfg is None:
+        return Evaluation(windows, context, lowres, frames, seconds, {}, {}, {})
     scenes = {"truth": P.observe(truth, cfg)}
     scenes.update({k: P.observe(with_context(windows, v, context), cfg) for k, v in frames.items()})
     scores = {k: P.scores(s, scenes["truth"], actions, cfg) for k, s in scenes.items()}
@@ -116,11 +119,15 @@ def road_agreement(root: str | Path, chunk: int = 256, progress: bool = True) ->
     """The road reading (egomotion.py) of every recorded episode against its simulator states: one row per episode of
     egomotion.against_states, read `chunk` frames at a time (never a whole episode of pixels in memory)."""
     ds, rows = Dataset(root), []
+    pcfg = P.for_dataset(ds.manifest)
+    if pcfg is None:
+        raise ValueError(f"{root}: the road reading does not apply: {P.not_applicable(ds.manifest)}")
+    road_cfg = pcfg.road
     for r in tqdm(ds.episodes(), desc="road vs states", unit="episode", disable=not progress):
         with ds.open(r) as ep:
             n = int(r["frames"])
-            parts = [E.read_road(ep.read("frames", s, min(s + chunk, n))) for s in range(0, n, chunk)]
+            parts = [E.read_road(ep.read("frames", s, min(s + chunk, n)), road_cfg) for s in range(0, n, chunk)]
             road = E.Road.concat(parts)
             rows.append({"episode": r["episode"], "frames": n,
-                         **E.against_states(road, ep.read("states"), ep.read("actions"))})
+                         **E.against_states(road, ep.read("states"), ep.read("actions"), road_cfg)})
     return pd.DataFrame(rows).set_index("episode")

@@ -29,6 +29,11 @@ def length(n: int) -> Rule:
     return lambda v: None if len(v) == n else f"must have {n} items, got {v!r}"
 
 
+def empty_or_length(n: int) -> Rule:
+    """Rule: an empty list (a default taken from elsewhere) or a list of exactly `n` items."""
+    return lambda v: None if len(v) in (0, n) else f"must be [] or have {n} items, got {v!r}"
+
+
 def non_empty(v: Any) -> str | None:
     """Rule: a non-empty list."""
     return None if len(v) else "must not be empty"
@@ -69,6 +74,7 @@ def _model_mask(v: str) -> str | None:
 
 def _rules() -> dict[str, dict[str, Rule | list[Rule]]]:
     """Ranges and choices of each notebook's parameters (types come from the defaults)."""
+    from .env import SCENARIOS
     from .evaluation import STARTS
     from .masks import KINDS, TRAIN_WEIGHTS
     from .sampler import PRESETS as SAMPLERS
@@ -78,13 +84,14 @@ def _rules() -> dict[str, dict[str, Rule | list[Rule]]]:
         "01_collect_data": {**seed, "EPISODES": ">= 1", "FRAMES": frames, "WORKERS": ">= 1",
                             "AGENT": ("mcts", "idm", "random"), "MCTS_BUDGET": ">= 1", "MCTS_HORIZON": ">= 1",
                             "DECISION_FRAMES": ">= 1", "LANE_TARGET_EVERY": ">= 0", "SPEED_TARGET_EVERY": ">= 0",
-                            "POLICY_HZ": ">= 1", "SIMULATION_HZ": ">= 1", "LANES": ">= 1", "VEHICLES": ">= 0",
+                            "POLICY_HZ": ">= 1", "SIMULATION_HZ": ">= 1", "LANES": ">= 0", "VEHICLES": ">= 0",
+                            "SCENARIO": tuple(SCENARIOS),
                             "TEST_FRACTION": "[0, 1)", "COST_DECISIONS": ">= 1"},
         "02_soft_masks": {**seed, "EPISODE": ">= 0", "FRAME": ">= 0", "EVAL_EPISODES": ">= 0", "EVAL_FRAMES": ">= 0",
                           "MATCH_RADIUS_PX": "> 0", "MIN_BLOB_PX": ">= 1", "COLOUR_MIN": "[0, 1]",
                           "COLOUR_MARGIN": "[0, 1]", "S_EGO": "> 0", "SIGMA_MIN": "> 0", "R_GLOB": "> 0",
                           "TRAIN_WEIGHTS": [length(3), ">= 0"], "INFER_WEIGHTS": [length(3), ">= 0"],
-                          "DROPOUT": "[0, 1]", "GRID": [length(2), ">= 1"], "DROPOUT_DRAWS": ">= 1",
+                          "DROPOUT": "[0, 1]", "GRID": [empty_or_length(2), ">= 1"], "DROPOUT_DRAWS": ">= 1",
                           "CRASH_SEED": ">= 0", "CRASH_FRAMES": frames, "BENCH_BATCH": ">= 1", "BENCH_REPEATS": ">= 1"},
         "03_train_edm": {**seed, "MODEL": tuple(UPSAMPLER_OF), "MASK": KINDS, "MASK_WEIGHTS": tuple(TRAIN_WEIGHTS),
                          "MASK_DROPOUT": "[0, 1]", "AR_STEPS": ">= 1", "BATCH_SIZE": ">= 1", "GRAD_ACCUM": ">= 1",

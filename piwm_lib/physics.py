@@ -25,7 +25,7 @@ import torch
 
 from . import egomotion as E
 from .detect import detect_vehicles
-from .env import ACTIONS
+from .env import ACTIONS, CURVED
 from .tracking import match, track
 from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, check_fields, require
 
@@ -64,6 +64,29 @@ class PhysicsConfig:
         require(self.w_tec + self.w_iec + self.w_kir > 0,
                 f"PhysicsConfig: the WO weights w_tec, w_iec, w_kir must not all be 0, got "
                 f"{self.w_tec, self.w_iec, self.w_kir}")
+
+
+def not_applicable(manifest: dict) -> str:
+    """Why the physics metrics cannot score a dataset ("" when they can): they read HighwayEnv's palette, its camera
+    that follows the ego, and lane marks that run along x (egomotion.py)."""
+    env = manifest.get("env")
+    if not env:
+        return "it was not collected from HighwayEnv (no palette, camera or road to read)"
+    if env.get("env_id", "highway-v0") in CURVED:
+        return (f"{env['env_id']}'s roads curve under the camera: the lane-mark readings of the ego's motion "
+                "(lateral position, speed, lane changes) assume straight lanes along x")
+    return ""
+
+
+def for_dataset(manifest: dict, **fields) -> PhysicsConfig | None:
+    """The PhysicsConfig of a collected dataset's road (its lanes, px per metre, frame rate; `fields` set the rest),
+    None where the metrics do not apply (not_applicable)."""
+    if not_applicable(manifest):
+        return None
+    env = manifest["env"]
+    road = E.RoadConfig(lanes=env["lanes"], px_per_m=env["scaling"], frame_hz=env["policy_hz"],
+                        ego_row=env.get("centering", (0.3, 0.5))[1] * env["screen_height"])
+    return PhysicsConfig(road=road, **fields)
 
 
 @dataclass

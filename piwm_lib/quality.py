@@ -85,7 +85,8 @@ def verdict(figures: dict[str, float], bar: QualityBar = QualityBar()) -> dict[s
 
 def env_window_scores(wm, win: dict[str, np.ndarray], starts: tuple[str, ...] = ("cold", "warm"),
                       sampler: str = "fast", seed: int = 0, bar: QualityBar = QualityBar(),
-                      s_cond: float | None = None) -> dict[str, dict[str, np.ndarray]]:
+                      s_cond: float | None = None, cfg: P.PhysicsConfig = P.PhysicsConfig()
+                      ) -> dict[str, dict[str, np.ndarray]]:
     """The bar's per-window figures (window_scores) per start of a world model (a WorldModelEnv: its networks and
     mask) rolled out on test windows; s_cond overrides the dynamics sampler's context noise (None: the preset's)."""
     from .evaluation import evaluate, start_config, truth_of, with_context
@@ -96,15 +97,17 @@ def env_window_scores(wm, win: dict[str, np.ndarray], starts: tuple[str, ...] = 
         cfgs[s] = cfg if s_cond is None else replace(cfg, dynamics=replace(cfg.dynamics, s_cond=s_cond))
     ev = evaluate(wm.dyn, wm.up, cfgs, win, seed=seed)
     truth, actions = truth_of(win, wm.k)
-    return {s: window_scores(with_context(win, ev.frames[s], wm.k), truth, actions, bar) for s in starts}
+    return {s: window_scores(with_context(win, ev.frames[s], wm.k), truth, actions, bar, cfg) for s in starts}
 
 
 def measure_env(wm, win: dict[str, np.ndarray], starts: tuple[str, ...] = ("cold", "warm"), sampler: str = "fast",
-                seed: int = 0, bar: QualityBar = QualityBar()) -> dict[str, dict]:
-    """The bar's figures per start of a world model (a WorldModelEnv: its networks and mask) on test windows."""
+                seed: int = 0, bar: QualityBar = QualityBar(), cfg: P.PhysicsConfig = P.PhysicsConfig()
+                ) -> dict[str, dict]:
+    """The bar's figures per start of a world model (a WorldModelEnv: its networks and mask) on test windows of a
+    road `cfg` describes (physics.for_dataset)."""
     horizon = int(win["frames"].shape[1] - wm.k)
     return {s: {**summarise(w), "horizon": horizon}
-            for s, w in env_window_scores(wm, win, starts, sampler, seed, bar).items()}
+            for s, w in env_window_scores(wm, win, starts, sampler, seed, bar, cfg=cfg).items()}
 
 
 def measure_model(name: str, data_dir: str = "data/course", windows: int = 16, horizon: int = 16,

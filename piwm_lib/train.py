@@ -164,7 +164,8 @@ class TrainingDiverged(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------- data
 def for_data(cfg: TrainConfig) -> TrainConfig:
     """cfg checked against its dataset: n_actions set from the dataset's action names (ValueError when a set value
-    differs), and a mask other than 'none' refused on imported data (no HighwayEnv palette, no vehicle states)."""
+    differs), the mask grid set to the dataset's low-res size, and a mask other than 'none' refused on imported data
+    (no HighwayEnv palette, no vehicle states)."""
     root = resolve(cfg.data_dir)
     manifest = read_manifest(root)
     names = action_names(manifest)
@@ -175,6 +176,10 @@ def for_data(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"TrainConfig.mask kind {cfg.mask.kind!r} needs HighwayEnv data (soft/hard: its vehicle "
                          f"colours; gt: vehicle states), and {root} was imported "
                          f"({manifest.get('source', {}).get('kind', 'not collected')}): train it with mask='none'")
+    env = manifest.get("env", {})
+    grid = (env.get("lowres_height", cfg.mask.grid[0]), env.get("lowres_width", cfg.mask.grid[1]))
+    if cfg.mask.grid != grid:  # the mask channel lies on the dynamics model's grid (roundabout: 80 x 80)
+        cfg = replace(cfg, mask=replace(cfg.mask, grid=grid))
     if cfg.n_actions or len(names) == preset(cfg.model).n_actions:
         return cfg
     return replace(cfg, n_actions=len(names))
@@ -576,6 +581,11 @@ def ensure_world_model(model_dir: str | Path | None, data_dir: str | Path, fallb
     if (model_dir is None or latest_checkpoint(model_dir / "dynamics") is None
             or latest_checkpoint(up_dir / "upsampler") is None):
         where = f"{model_dir} has no trained world model" if model_dir else "no notebook-03 run given"
+        scenario = read_manifest(resolve(data_dir)).get("env", {}).get("env_id", "imported episodes")
+        if pretrained and scenario != "highway-v0":
+            print(f"the shipped models were trained on highway-v0, {resolve(data_dir).name} holds {scenario}: "
+                  f"not using {pretrained}")
+            pretrained = ""
         if pretrained:
             from .pretrained import SHIPPED, load_shipped
             dyn, meta = load_shipped(pretrained, device)
