@@ -43,6 +43,7 @@ class PhysicsConfig:
 
     track_radius_px: PosFloat = 20.0  # a car moves less than this between frames beyond its predicted motion
     border_px: PosFloat = 30.0  # (dis)appearing within this of the left / right edge is legitimate (a car length + 3)
+    border_y: bool = False  # ... and of the top / bottom edge (square views of roads that run every way: curved ones)
     close_px: PosFloat = 35.0  # centres closer than this: an interaction both cars must survive
     match_px: PosFloat = 10.0  # a generated car is the true car of the same frame when their centres are this close
     swap_gap: NonNegInt = 4  # frames a track may go unmatched between its old and its new true identity in a swap
@@ -57,7 +58,8 @@ class PhysicsConfig:
     w_tec: NonNegFloat = 1.0  # weight of the TEC score in the overall score WO
     w_iec: NonNegFloat = 1.0  # weight of the IEC score in WO
     w_kir: NonNegFloat = 1.0  # weight of the KIR score in WO
-    road: E.RoadConfig = field(default_factory=E.RoadConfig)  # lane geometry and dash pattern
+    road: E.RoadConfig | None = field(default_factory=E.RoadConfig)  # lane geometry and dash pattern; None: no road
+    #     reading (curved roads): no lateral position or speed, so no lane-change or speed metrics (KIR n/a)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -67,23 +69,28 @@ class PhysicsConfig:
 
 
 def not_applicable(manifest: dict) -> str:
-    """Why the physics metrics cannot score a dataset ("" when they can): they read HighwayEnv's palette, its camera
-    that follows the ego, and lane marks that run along x (egomotion.py)."""
-    env = manifest.get("env")
-    if not env:
-        return "it was not collected from HighwayEnv (no palette, camera or road to read)"
-    if env.get("env_id", "highway-v0") in CURVED:
-        return (f"{env['env_id']}'s roads curve under the camera: the lane-mark readings of the ego's motion "
-                "(lateral position, speed, lane changes) assume straight lanes along x")
-    return ""
+    """Why the physics metrics cannot score a dataset ("" when they can): they read HighwayEnv's palette and its
+    camera that follows the ego."""
+    return "" if manifest.get("env") else "it was not collected from HighwayEnv (no palette, camera or road to read)"
+
+
+def no_road(manifest: dict) -> str:
+    """Why the ego-motion metrics (KIR: lane changes, speed; the lateral reading) cannot score a collected dataset
+    ("" when they can): egomotion.py reads lane marks that run along x."""
+    env_id = manifest.get("env", {}).get("env_id", "highway-v0")
+    return (f"{env_id}'s roads curve under the camera, and the reading of the ego's motion (lateral position, speed, "
+            "lane changes: KIR) assumes straight lanes along x; the vehicle metrics (TEC, IEC) apply"
+            if env_id in CURVED else "")
 
 
 def for_dataset(manifest: dict, **fields) -> PhysicsConfig | None:
-    """The PhysicsConfig of a collected dataset's road (its lanes, px per metre, frame rate; `fields` set the rest),
-    None where the metrics do not apply (not_applicable)."""
+    """The PhysicsConfig of a collected dataset's road (its lanes, px per metre, frame rate; `fields` set the rest):
+    on curved roads no road reading and borders on all four sides; None where no metric applies (not_applicable)."""
     if not_applicable(manifest):
         return None
     env = manifest["env"]
+    if no_road(manifest):
+        return PhysicsConfig(road=None, border_y=True, **fields)
     road = E.RoadConfig(lanes=env["lanes"], px_per_m=env["scaling"], frame_hz=env["policy_hz"],
                         ego_row=env.get("centering", (0.3, 0.5))[1] * env["screen_height"])
     return PhysicsConfig(road=road, **fields)
@@ -96,6 +103,7 @@ class Objects:
     others: np.ndarray
     ego: np.ndarray
     width: int
+    height: int = 0
 
 
 @dataclass
@@ -130,13 +138,16 @@ def find_objects(frames: np.ndarray | torch.Tensor, cfg: PhysicsConfig = Physics
     e = np.nonzero(ego)[0]
     e = e[np.argsort(size[e], kind="stable")]  # ascending: the largest blob of a frame is written last
     ego_xy[frame[e]] = centre[e]
-    return Objects(others.reshape(B, T, -1, 2), ego_xy.reshape(B, T, 2), W)
+    return Objects(others.reshape(B, T, -1, 2), ego_xy.reshape(B, T, 2), W, H)
 
 
 def observe(frames: np.ndarray, cfg: PhysicsConfig = PhysicsConfig()) -> Scene:
     """Vehicles, tracks and road-read ego motion of (B, T, H, W, 3) uint8 frames."""
     frames = np.asarray(frames)
     obj = find_objects(frames, cfg)
+    if cfg.road is None:  # curved roads: no reading of the ego's motion
+        B, T = frames.shape[:2]
+        return Scene(obj, track(obj.others, cfg.track_radius_px), np.full((B, T), np.nan), np.full((B, T - 1), np.nan))
     road = E.read_road(frames, cfg.road)  # (B, T) each
     lateral = np.where(road.fit >= cfg.min_road_fit, E.lateral_px(road, cfg.road), np.nan)
     speed, dash = E.speed_mps(road, cfg.road)  # (B, T-1)
@@ -148,26 +159,35 @@ def _scene(x: np.ndarray | Scene, cfg: PhysicsConfig) -> Scene:
 
 
 # ------------------------------------------------------------------------------------------------- TEC and IEC
-def _inside(x: float, width: int, cfg: PhysicsConfig) -> bool:
-    return bool(cfg.border_px < x < width - cfg.border_px)  # NaN compares False
+def _away(xy: np.ndarray, obj: Objects, cfg: PhysicsConfig) -> np.ndarray:
+    """(...) True where points (..., 2) px lie away from the borders where cars legitimately enter or leave the view
+    (left / right; also top / bottom with border_y). NaN compares False."""
+    x, y = xy[..., 0], xy[..., 1]
+    ok = (x > cfg.border_px) & (x < obj.width - cfg.border_px)
+    return ok & (y > cfg.border_px) & (y < obj.height - cfg.border_px) if cfg.border_y else ok
+
+
+def _inside(p: np.ndarray, obj: Objects, cfg: PhysicsConfig) -> bool:
+    """Point p (x, y) px away from the borders (_away)."""
+    return bool(_away(np.asarray(p), obj, cfg))
 
 
 def _existence(s: Scene, b: int, cfg: PhysicsConfig) -> list[dict]:
     """Vanish / popup / merge events of window b: tracks that end or start away from the borders; a track that ends
     next to a car it was close to, which goes on, merged into it."""
-    xy, ids, W = s.obj.others[b], s.tracks[b], s.obj.width  # (T, K, 2), (T, K)
+    xy, ids = s.obj.others[b], s.tracks[b]  # (T, K, 2), (T, K)
     T, out = len(ids), []
     for tid in np.unique(ids[ids >= 0]):
         ts, ks = np.nonzero(ids == tid)
         first, last = ts[0], ts[-1]
-        if first > 0 and _inside(xy[first, ks[0], 0], W, cfg):
+        if first > 0 and _inside(xy[first, ks[0]], s.obj, cfg):
             out.append(dict(type="popup", frame=int(first), vehicles=(int(tid),), x=xy[first, ks[0], 0],
                             y=xy[first, ks[0], 1]))
         if last < T - 1:
             p = xy[last, ks[-1]]
             v = p - xy[ts[-2], ks[-2]] if len(ts) > 1 else np.zeros(2)
             pred = p + v  # where it should be at last + 1
-            if not _inside(pred[0], W, cfg):
+            if not _inside(pred, s.obj, cfg):
                 continue
             d_then = np.linalg.norm(xy[last] - p, axis=-1)  # (K,) to the cars of its last frame
             d_now = np.linalg.norm(xy[last + 1] - pred, axis=-1)  # (K,) to the cars of the next frame
@@ -218,8 +238,7 @@ def _coverage(gen: Scene, truth: Scene, slot: np.ndarray, b: int, cfg: PhysicsCo
     """Car-frames of window b's generated frames (1..T-1) away from the borders: true ones (others + ego), missing
     from the generated frames, extra in them (no true counterpart); the share of true other cars matched (recall)
     and the mean distance of matched cars (px)."""
-    W = truth.obj.width
-    inside = lambda xy: (xy[..., 0] > cfg.border_px) & (xy[..., 0] < W - cfg.border_px)  # noqa: E731
+    inside = lambda xy: _away(xy, truth.obj, cfg)  # noqa: E731
     t_xy, g_xy, slot = truth.obj.others[b, 1:], gen.obj.others[b, 1:], slot[1:]  # (T-1, L|K, 2): frame 0 is real
     matched_truth = np.zeros(t_xy.shape[:2], bool)
     for t, k in zip(*np.nonzero(slot >= 0)):
@@ -248,9 +267,11 @@ def _lanes(gen: Scene, truth: Scene, actions: np.ndarray, b: int, cfg: PhysicsCo
     """Lane-change commands of window b judged against the truth's answer: events and counts (commands, answered,
     latency and timing error in frames, completed)."""
     lg, lt, T = gen.lateral[b], truth.lateral[b], gen.lateral.shape[1]
+    st = {"commands": 0, "answered": 0, "latency": [], "timing": [], "completed": 0}
+    if cfg.road is None:
+        return [], st
     g_changes = E.lane_changes(lg, cfg.road)
     used, out = [False] * len(g_changes), []
-    st = {"commands": 0, "answered": 0, "latency": [], "timing": [], "completed": 0}
     for tx, d in E.lane_changes(lt, cfg.road):
         cmd = [t for t in range(max(tx - cfg.kir_window, 0), tx) if actions[b, t] == (LEFT if d < 0 else RIGHT)]
         tc = cmd[-1] if cmd else -1  # -1: commanded before the sequence
@@ -373,7 +394,8 @@ def scores(generated: np.ndarray | Scene, truth: np.ndarray | Scene, actions: np
         tec = 1 - lost / max(2 * cov["n_true"], 1)
         fails = n["merge"] + n["swap"]
         iec = 1 - fails / max(c["encounters"], fails, 1)
-        judged = lane["commands"] + speed["commands"] + n["lane_unrequested"] + n["ego_misplaced"]
+        judged = (lane["commands"] + speed["commands"] + n["lane_unrequested"] + n["ego_misplaced"]
+                  if cfg.road is not None else 0)  # no road reading: KIR is not measured
         kir = (lane["answered"] + speed["answered"]) / judged if judged else np.nan
         w = np.array([cfg.w_tec, cfg.w_iec, cfg.w_kir * (judged > 0)])
         row = {f"{k}_per_100": n[k] * 100.0 / max(T - 1, 1) for k in EVENT_TYPES}

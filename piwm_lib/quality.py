@@ -93,8 +93,8 @@ def env_window_scores(wm, win: dict[str, np.ndarray], starts: tuple[str, ...] = 
 
     cfgs = {}
     for s in starts:
-        cfg = start_config(s, wm.cfg.mask, sampler)
-        cfgs[s] = cfg if s_cond is None else replace(cfg, dynamics=replace(cfg.dynamics, s_cond=s_cond))
+        wc = start_config(s, wm.cfg.mask, sampler)
+        cfgs[s] = wc if s_cond is None else replace(wc, dynamics=replace(wc.dynamics, s_cond=s_cond))
     ev = evaluate(wm.dyn, wm.up, cfgs, win, seed=seed)
     truth, actions = truth_of(win, wm.k)
     return {s: window_scores(with_context(win, ev.frames[s], wm.k), truth, actions, bar, cfg) for s in starts}

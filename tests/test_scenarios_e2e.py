@@ -1,5 +1,5 @@
 """Every scenario end to end at smoke size: collected, masked, trained, rolled out and scored through the library (the
-physics metrics where the road allows them, physics.not_applicable elsewhere), and one curved scenario through
+vehicle metrics everywhere, the ego-motion ones where the road is straight: physics.no_road), and one curved scenario through
 notebooks 01-05 with the one SCENARIO parameter (notebooks 02-05 follow the dataset)."""
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ def test_a_scenario_is_collected_trained_rolled_out_and_scored(name, tmp_path):
     pcfg = P.for_dataset(Dataset(root).manifest)
     ev = EV.evaluate(dyn, up, {"warm": start_config("warm", train_cfg.mask)}, win, pcfg)
     assert ev.frames["warm"].shape == (1, 2, cfg.screen_height, cfg.screen_width, 3)
-    if cfg.curved:  # the road readings assume straight lanes along x: no physics, and the reason says so
-        assert pcfg is None and ev.scores == {} and "curve under the camera" in P.not_applicable(Dataset(root).manifest)
+    truth = ev.scores["truth"]
+    assert truth["ego_presence"].mean() == 1.0 and np.isfinite(truth["tec"]).all()  # vehicle metrics everywhere
+    if cfg.curved:  # the road readings assume straight lanes along x: no KIR, and the reason says so
+        assert pcfg.road is None and pcfg.border_y and np.isnan(truth["kir"]).all()
+        assert "curve under the camera" in P.no_road(Dataset(root).manifest)
     else:
-        assert pcfg.road.lanes == 2 and np.isfinite(ev.scores["truth"]["ego_presence"]).all()
-        assert ev.scores["truth"]["ego_presence"].mean() == 1.0  # the truth's ego is found on the scenario's road
+        assert pcfg.road.lanes == 2 and not P.no_road(Dataset(root).manifest)
 
 
 def test_notebooks_01_to_05_follow_the_scenario_parameter(tmp_path):
@@ -59,6 +61,8 @@ def test_notebooks_01_to_05_follow_the_scenario_parameter(tmp_path):
                                             "ROLLOUTS": 1, "SPEED_REPEATS": 1}, tmp_path)
     assert m4["horizon"] == 2
     m5 = run_notebook("05_evaluate", {"RUN_NAME": "rb", "DATA_DIR": data, "MODEL_RUN": "rb", "HORIZON": 2,
-                                      "MAX_WINDOWS": 2, "ENCODER_STEPS": 3, "BOOTSTRAP": 20, "PLANT_SEEDS": 0}, tmp_path)
-    assert m5["physics"] is None and set(m5["fid"]) >= {"cold", "warm"}  # image metrics only, with the reason
+                                      "MAX_WINDOWS": 2, "ENCODER_STEPS": 3, "BOOTSTRAP": 20, "PLANT_SEEDS": 0},
+                      tmp_path)
+    tec = m5["physics"]["warm"]["tec"]  # the vehicle metrics apply; KIR does not, and the notebook says why
+    assert 0 <= tec[0] <= 1 and set(m5["fid"]) >= {"cold", "warm"}
     assert "curve under the camera" in (tmp_path / "05_evaluate.ipynb").read_text()
