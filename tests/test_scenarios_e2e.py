@@ -1,6 +1,6 @@
-"""Every scenario end to end at smoke size: collected, masked, trained, rolled out and scored through the library (the
-vehicle metrics everywhere, the ego-motion ones where the road is straight: physics.no_road), and one curved scenario through
-notebooks 01-05 with the one SCENARIO parameter (notebooks 02-05 follow the dataset)."""
+"""Every scenario end to end at smoke size: collected, masked, trained, rolled out and scored through the library
+(the vehicle metrics everywhere, the ego-motion ones where the road is straight: physics.no_road), and one curved
+scenario through notebooks 01-05 with the one SCENARIO parameter (notebooks 02-05 follow the dataset)."""
 
 from __future__ import annotations
 
