@@ -88,3 +88,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     root_a = (v * w.clamp_min(0).sqrt()) @ v.T  # S_a^(1/2)
     cross = torch.linalg.eigvalsh(root_a @ sb @ root_a).clamp_min(0).sqrt().sum()
     return float(mu @ mu + sa.trace() + sb.trace() - 2 * cross)
+
+
+def ci_text(values: np.ndarray, n_boot: int = 2000, seed: int = 0, digits: int = 3) -> str:
+    """"mean [lo, hi]" of bootstrap_ci (95%), "n/a" without finite values: one cell of the notebooks' tables."""
+    m, lo, hi = bootstrap_ci(values, n_boot, seed=seed)
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(m) else "n/a"
+

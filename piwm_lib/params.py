@@ -113,6 +113,9 @@ def _rules() -> dict[str, dict[str, Rule | list[Rule]]]:
         "06_ablations": {**seed, "SWEEP": _sweep, "BOOTSTRAP": ">= 1", "CURVE_MODEL": _model_mask,
                          "CURVE_NOISE": [non_empty, ">= 0"], "MASK_WEIGHTS": [non_empty, ">= 0"],
                          "CURVE_WINDOWS": ">= 1", "CURVE_HORIZON": ">= 1"},
+        "07_scenarios": {**seed, "SCENARIOS": [non_empty, tuple(SCENARIOS)], "PROFILE": optional_name,
+                         "EPISODES": ">= 1", "FRAMES": frames, "FALLBACK_STEPS": ">= 1", "HORIZON": ">= 1",
+                         "MAX_WINDOWS": ">= 1", "STARTS": [non_empty, tuple(STARTS)], "BOOTSTRAP": ">= 1"},
     }
 
 
