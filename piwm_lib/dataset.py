@@ -54,7 +54,8 @@ def index_row(path: Path) -> dict:
         row = {"file": path.name, "episode": int(ep.attrs["episode"]), "frames": ep.n_frames,
                "crashed": bool(ep.attrs.get("crashed", False))}
         if ep.has_states:
-            row["cars_in_view"] = round(float(cars_in_view(states, ep.meta("env_config")).mean()), 3)
+            H, W = ep.f["frames"].shape[1:3]  # imported episodes have no env_config
+            row["cars_in_view"] = round(float(cars_in_view(states, {"screen_width": W, "screen_height": H}).mean()), 3)
             row["vehicles_seen"] = int(len(np.unique(ep.read("vehicle_ids"))))
         row.update({"bytes": path.stat().st_size, "commands": commands})
         if lane_changes is not None:
@@ -309,8 +310,9 @@ def _check_episode(path: str | Path, sample_every: int, manifest: dict) -> list[
             actions, n = ep.read("actions"), len(ep.action_names)
             if actions.size and (actions.min() < 0 or actions.max() > n - 1):
                 problems.append(f"actions outside 0..{n - 1}: {sorted(set(actions.tolist()))}")
-            states = ep.read("states") if ep.has_states else None
-            problems += _check_frames(ep, states, sample_every)
+            states = ep.read("states") if ep.has_states else None  # decoded (checksums) even where not compared
+            palette = "env_config" in ep.attrs  # collected: HighwayEnv's colours under every vehicle centre
+            problems += _check_frames(ep, states if palette else None, sample_every)
         except CorruptEpisodeError as e:
             problems.append(str(e))
     return problems

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from .bev import STATE_FIELDS
 from .collect import prepare_manifest
 from .dataset import write_index
 from .frames import resize_uint8
@@ -153,19 +154,22 @@ def action_index(value: str | None, names: list[str], path: Path, line: int) -> 
 
 # ----------------------------------------------------------------------------------------------------------- write
 def write_episode(path: Path, frames: Iterator[tuple[str, np.ndarray]], actions: list[int] | Callable[[int], int],
-                  cfg: ImportConfig, attrs: dict) -> int:
+                  cfg: ImportConfig, attrs: dict, states: StateRows | None = None) -> int:
     """Stream frames into one episode file (atomic, storage.EpisodeWriter); `actions` the T-1 actions, or a function
-    of the frame number giving the action that led to it. Returns the frame count; the file is dropped on error."""
+    of the frame number giving the action that led to it; `states` the vehicle states and ids (h5_states) or None.
+    Returns the frame count; the file is dropped on error."""
     H, W = cfg.frame_size
     h, w = cfg.lowres_size
-    writer = EpisodeWriter(path, frame_shape=(H, W, 3), lowres_shape=(h, w, 3), n_slots=0, state_fields=(),
-                           attrs=attrs)
+    n_slots = 0 if states is None else states.shape[1]
+    writer = EpisodeWriter(path, frame_shape=(H, W, 3), lowres_shape=(h, w, 3), n_slots=n_slots,
+                           state_fields=STATE_FIELDS if n_slots else (), attrs=attrs)
     try:
         first = None
         for t, (label, frame) in enumerate(frames):
             first = check_frame(frame, first, label, cfg)
             action = None if t == 0 else actions[t - 1] if isinstance(actions, list) else actions(t)
-            writer.append(*fit(frame, cfg), None, None, action)
+            row = (None, None) if states is None else states.row(t)
+            writer.append(*fit(frame, cfg), *row, action)
         n = writer.n
         if n == 0:
             raise ValueError(f"{path.name}: no frames to write")
@@ -293,10 +297,44 @@ def h5_actions(f, path: Path, n_names: int) -> list[int]:
     return [int(a) for a in actions]
 
 
+def h5_states(f, path: Path, size: tuple[int, int]):
+    """The optional vehicle states of an HDF5 episode as StateRows (px, py scaled to the written frame size),
+    or None without a `states` dataset; ValueError when their shape does not fit the frames (data/README.md)."""
+    if "states" not in f:
+        return None
+    st, n = f["states"], len(f["frames"])
+    if st.ndim != 3 or st.shape[0] != n or st.shape[2] != len(STATE_FIELDS):
+        raise ValueError(f"{path}: states is {st.shape}, expected (T={n}, N, {len(STATE_FIELDS)}) in the order "
+                         f"{list(STATE_FIELDS)} (px, py in pixels of the frames)")
+    ids = f["vehicle_ids"] if "vehicle_ids" in f else None
+    if ids is not None and ids.shape != st.shape[:2]:
+        raise ValueError(f"{path}: vehicle_ids is {ids.shape}, expected {st.shape[:2]} (one id per state row)")
+    H0, W0 = f["frames"].shape[1:3]
+    return StateRows(st, ids, size[1] / W0, size[0] / H0)
+
+
+class StateRows:
+    """States (T, N, F) and ids (T, N) read one frame at a time, px / py scaled to the written frames (no id: -1)."""
+
+    def __init__(self, states, ids, sx: float, sy: float):
+        self.states, self.ids, self.sx, self.sy = states, ids, sx, sy
+        self.shape = states.shape
+        self.px, self.py = STATE_FIELDS.index("px"), STATE_FIELDS.index("py")
+
+    def row(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """States (N, F) float32 with px / py scaled, and ids (N,) int32 of frame t."""
+        st = np.asarray(self.states[t], np.float32).copy()
+        st[:, self.px] *= self.sx
+        st[:, self.py] *= self.sy
+        ids = np.asarray(self.ids[t], np.int32) if self.ids is not None else np.full(self.shape[1], -1, np.int32)
+        return st, ids
+
+
 def import_h5(files: list[str | Path], cfg: ImportConfig, names: list[str] | None = None,
               progress: bool = True) -> Path:
-    """Import HDF5 episodes (frames + actions + action_names; data/README.md) in the given order as episodes
-    0..n-1: frames resized, the low-res copy computed, states dropped; finished episodes are kept on a rerun."""
+    """Import HDF5 episodes (frames + actions + action_names, optional states; data/README.md) in the given order as
+    episodes 0..n-1: frames resized, the low-res copy computed, states' pixel columns scaled to the new size;
+    finished episodes are kept on a rerun."""
     import h5py
 
     out, paths = Path(cfg.out), [Path(p) for p in files]
@@ -315,7 +353,7 @@ def import_h5(files: list[str | Path], cfg: ImportConfig, names: list[str] | Non
                 rows = ((f"{path} frame {t}", f["frames"][t]) for t in range(len(f["frames"])))
                 attrs = {"episode": k, "seed": cfg.seed, "action_names": ep_names,
                          "source": {"kind": "hdf5", "file": path.name}}
-                write_episode(out / episode_name(k), rows, acts, cfg, attrs)
+                write_episode(out / episode_name(k), rows, acts, cfg, attrs, h5_states(f, path, cfg.frame_size))
     write_index(out)
     return out
 

@@ -39,7 +39,7 @@ from .checkpoint import (  # the ones marked are re-exported: notebooks and modu
     steps_on_disk,
 )
 from .configs import from_dict, save_json, to_dict
-from .dataset import DATASET_FILE, WindowDataset, action_names, collected, read_manifest
+from .dataset import DATASET_FILE, Dataset, WindowDataset, action_names, collected, read_manifest
 from .edm import Denoiser, EDMConfig, denoising_step
 from .frames import to_model, upsample
 from .masks import KINDS, MaskConfig, gt_mask, make_mask, mask_dropout
@@ -162,6 +162,16 @@ class TrainingDiverged(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------------------- data
+def has_states(root: Path) -> bool:
+    """Whether every episode of a dataset holds vehicle states (the GT mask's source)."""
+    ds = Dataset(root)
+    for row in ds.episodes():
+        with ds.open(row) as ep:
+            if not ep.has_states:
+                return False
+    return bool(ds.episodes())
+
+
 def for_data(cfg: TrainConfig) -> TrainConfig:
     """cfg checked against its dataset: n_actions set from the dataset's action names (ValueError when a set value
     differs), the mask grid set to the dataset's low-res size, and a mask other than 'none' refused on imported data
@@ -172,12 +182,14 @@ def for_data(cfg: TrainConfig) -> TrainConfig:
     if cfg.n_actions not in (0, len(names)):
         raise ValueError(f"TrainConfig.n_actions is {cfg.n_actions} but {root / DATASET_FILE} has {len(names)} "
                          f"actions {list(names)}: set n_actions to 0 (the dataset's count) or {len(names)}")
-    if cfg.stage == "dynamics" and cfg.mask.kind != "none" and not collected(manifest):
+    imported = cfg.stage == "dynamics" and not collected(manifest)
+    if imported and cfg.mask.kind in ("soft", "hard") or imported and cfg.mask.kind == "gt" and not has_states(root):
         raise ValueError(f"TrainConfig.mask kind {cfg.mask.kind!r} needs HighwayEnv data (soft/hard: its vehicle "
                          f"colours; gt: vehicle states), and {root} was imported "
-                         f"({manifest.get('source', {}).get('kind', 'not collected')}): train it with mask='none'")
+                         f"({manifest.get('source', {}).get('kind', 'not collected')}) without states: train it with "
+                         "mask='none' (or import states with the episodes for mask='gt')")
     env = manifest.get("env", {})
-    grid = (env.get("lowres_height", cfg.mask.grid[0]), env.get("lowres_width", cfg.mask.grid[1]))
+    grid = ((env["lowres_height"], env["lowres_width"]) if env else tuple(manifest.get("lowres_size", cfg.mask.grid)))
     if cfg.mask.grid != grid:  # the mask channel lies on the dynamics model's grid (roundabout: 80 x 80)
         cfg = replace(cfg, mask=replace(cfg.mask, grid=grid))
     if cfg.n_actions or len(names) == preset(cfg.model).n_actions:

@@ -301,3 +301,31 @@ def test_checkpoints_saved_before_n_actions_existed_still_resume(small_dataset, 
     T._check_resume({"config": old, "step": 0}, cfg, tmp_path / "ckpt")  # no "n_actions: (absent) -> 0" refusal
     with pytest.raises(ValueError, match="n_actions: 2 -> 0"):
         T._check_resume({"config": {**old, "n_actions": 2}, "step": 0}, cfg, tmp_path / "ckpt")
+
+
+def test_hdf5_states_come_along_scaled_and_train_the_gt_mask(small_dataset, tmp_path):
+    import h5py
+
+    files = []
+    for k, row in enumerate(Dataset(small_dataset).episodes()):  # collected episodes, exported as someone's own files
+        with Episode(small_dataset / row["file"]) as ep, h5py.File(tmp_path / f"own_{k}.h5", "w") as f:
+            f["frames"], f["actions"] = ep.read("frames"), ep.read("actions")
+            f["states"], f["vehicle_ids"] = ep.read("states"), ep.read("vehicle_ids")
+            f.attrs["action_names"] = '["LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER"]'
+            files.append(tmp_path / f"own_{k}.h5")
+    out = I.import_h5(files, cfg(tmp_path / "ds", frame_size=(75, 300), lowres_size=(15, 60)), progress=False)
+    assert check_dataset(out, progress=False) == {}
+    with Episode(small_dataset / "episode_000000.h5") as a, Episode(out / "episode_000000.h5") as b:
+        sa, sb = a.read("states"), b.read("states")
+        px, py = I.STATE_FIELDS.index("px"), I.STATE_FIELDS.index("py")
+        assert np.allclose(sb[..., px], sa[..., px] / 2) and np.allclose(sb[..., py], sa[..., py] / 2)
+        assert np.array_equal(b.read("vehicle_ids"), a.read("vehicle_ids"))
+    res = T.train(micro(out, tmp_path / "gt", mask="gt"))  # the GT mask from the imported states
+    assert res["step"] == 2 and np.isfinite(res["loss"])
+    with pytest.raises(ValueError, match="mask kind 'soft' needs HighwayEnv data"):
+        T.train(micro(out, tmp_path / "soft", mask="soft"))
+    with h5py.File(files[0], "a") as f:
+        del f["states"]
+        f["states"] = np.zeros((3, 2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"own_0.h5: states is \(3, 2, 4\), expected \(T=30, N, 11\)"):
+        I.import_h5(files[:1], cfg(tmp_path / "ds3"), progress=False)
