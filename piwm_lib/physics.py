@@ -89,8 +89,11 @@ def for_dataset(manifest: dict, **fields) -> PhysicsConfig | None:
     if not_applicable(manifest):
         return None
     env = manifest["env"]
-    if no_road(manifest):
-        return PhysicsConfig(road=None, border_y=True, **fields)
+    if no_road(manifest):  # cars cross the square view every way: two cars at the top speed close in from opposite
+        #                    sides by 2 v / hz metres a frame (roundabout: 35 px), which tracking must follow
+        closing_px = 2 * max(env["ego_speeds"]) / env["policy_hz"] * env["scaling"] + 5.0
+        radius = max(PhysicsConfig.track_radius_px, closing_px)
+        return PhysicsConfig(**{"road": None, "border_y": True, "track_radius_px": radius, **fields})
     road = E.RoadConfig(lanes=env["lanes"], px_per_m=env["scaling"], frame_hz=env["policy_hz"],
                         ego_row=env.get("centering", (0.3, 0.5))[1] * env["screen_height"])
     return PhysicsConfig(road=road, **fields)
