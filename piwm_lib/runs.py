@@ -30,8 +30,8 @@ def seed_everything(seed: int) -> None:
 
 
 def runs_root() -> Path:
-    """Where run folders live: $PIWM_RUNS_DIR when set, else runs/ in the project."""
-    return resolve(os.environ.get("PIWM_RUNS_DIR", "runs"))
+    """Where run folders live: $PIWM_RUNS_DIR when set (and not empty), else runs/ in the project."""
+    return resolve(os.environ.get("PIWM_RUNS_DIR") or "runs")
 
 
 def run_dir(notebook: str, run_name: str, config: dict, overwrite: bool = False) -> Path:
