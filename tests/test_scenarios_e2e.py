@@ -50,7 +50,8 @@ def test_notebooks_01_to_05_follow_the_scenario_parameter(tmp_path):
     assert m1["frames"] > 30 and m1["broken_files"] == 0
     manifest = json.loads((tmp_path / "data" / "dataset.json").read_text())
     assert manifest["env"]["env_id"] == "roundabout-v0" and manifest["env"]["screen_width"] == 400
-    m2 = run_notebook("02_soft_masks", {"RUN_NAME": "rb", "DATA_DIR": data, "EVAL_FRAMES": 10}, tmp_path)
+    m2 = run_notebook("02_soft_masks", {"RUN_NAME": "rb", "DATA_DIR": data, "EVAL_FRAMES": 10, "BENCH_BATCH": 4,
+                                        "BENCH_REPEATS": 1, "DROPOUT_DRAWS": 100}, tmp_path)
     assert m2["ego_found_fraction"] == 1.0  # the ego's colour rule holds on the square view
     run2 = json.loads((tmp_path / "runs" / "02_soft_masks" / "rb" / "config.json").read_text())
     assert run2["mask"]["grid"] == [80, 80]  # the dataset's low-res size
