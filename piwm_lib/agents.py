@@ -20,9 +20,7 @@ def action(u, name: str) -> int | None:
     return u.action_type.actions_indexes.get(name)
 
 
-def curved(u) -> bool:
-    """True on a scenario whose roads curve (env.CURVED): distances are taken along lanes, not along x."""
-    return u.spec is not None and u.spec.id in E.CURVED
+curved = E.on_curves  # on curved roads distances are taken along lanes, not along x
 
 
 def gap_ahead(u, ego, other) -> float:

@@ -251,11 +251,16 @@ def _respawn(u, v, lane, lane_index, s: float, speed: float) -> None:
     u.piwm_next_id += 1
 
 
+def on_curves(u) -> bool:
+    """True when unwrapped env `u` is a scenario whose roads curve (CURVED): x is not forward there."""
+    return u.spec is not None and u.spec.id in CURVED
+
+
 def planning_copy(u, behind_m: float, ahead_m: float):
     """Copy of the unwrapped env keeping only vehicles within [-behind_m, +ahead_m] of the ego (cheap to step),
     plus the nearest car beyond each edge in every lane, so that lane-change decisions (MOBIL) near the ego
     still see the right followers and leaders. On curved roads (few cars, x is not forward) it keeps every car."""
-    if u.spec is not None and u.spec.id in CURVED:
+    if on_curves(u):
         return copy.deepcopy(u)
     road = u.road
     everyone = road.vehicles
