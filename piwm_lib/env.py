@@ -134,10 +134,11 @@ def make_env(cfg: EnvConfig) -> gym.Env:
     scenarios without gymnasium's time limit (two-way-v0 registers 15 steps): the episode length is ours.
     intersection-v0 changes class attributes of the traffic's IDM at reset: closing its env restores them."""
     extra = {} if cfg.env_id == "highway-v0" else {"max_episode_steps": -1}
+    saved = _RestoreTraffic.save()  # before gym.make: HighwayEnv's constructor already resets
     with warnings.catch_warnings():  # roundabout-v0 / intersection-v0 "out of date": v0 is the issue's (and survey's)
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         env = gym.make(cfg.env_id, render_mode="rgb_array", config=cfg.highway_config(), **extra)
-    return _RestoreTraffic(env) if cfg.env_id == "intersection-v0" else env
+    return _RestoreTraffic(env, saved) if cfg.env_id == "intersection-v0" else env
 
 
 class _RestoreTraffic(gym.Wrapper):
@@ -146,20 +147,26 @@ class _RestoreTraffic(gym.Wrapper):
 
     NAMES = ("DISTANCE_WANTED", "COMFORT_ACC_MAX", "COMFORT_ACC_MIN")
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, saved: dict):
         super().__init__(env)
-        from highway_env import utils
+        self._saved = saved
 
-        self._cls = utils.class_from_path(env.unwrapped.config["other_vehicles_type"])
-        self._saved = {n: getattr(self._cls, n) for n in self.NAMES}
+    @classmethod
+    def save(cls) -> dict:
+        """The attributes as they are now."""
+        from highway_env.vehicle.behavior import IDMVehicle  # intersection-v0's other_vehicles_type
+
+        return {n: getattr(IDMVehicle, n) for n in cls.NAMES}
 
     def close(self) -> None:
         """Close the env and restore the attributes."""
         try:
             super().close()
         finally:
+            from highway_env.vehicle.behavior import IDMVehicle
+
             for n, v in self._saved.items():
-                setattr(self._cls, n, v)
+                setattr(IDMVehicle, n, v)
 
 
 def reset(env: gym.Env, seed: int) -> np.ndarray:
