@@ -134,11 +134,12 @@ def make_env(cfg: EnvConfig) -> gym.Env:
     scenarios without gymnasium's time limit (two-way-v0 registers 15 steps): the episode length is ours.
     intersection-v0 changes class attributes of the traffic's IDM at reset: closing its env restores them."""
     extra = {} if cfg.env_id == "highway-v0" else {"max_episode_steps": -1}
-    saved = _RestoreTraffic.save()  # before gym.make: HighwayEnv's constructor already resets
+    restore = cfg.env_id == "intersection-v0"
+    saved = _RestoreTraffic.save() if restore else {}  # before gym.make: HighwayEnv's constructor already resets
     with warnings.catch_warnings():  # roundabout-v0 / intersection-v0 "out of date": v0 is the issue's (and survey's)
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         env = gym.make(cfg.env_id, render_mode="rgb_array", config=cfg.highway_config(), **extra)
-    return _RestoreTraffic(env, saved) if cfg.env_id == "intersection-v0" else env
+    return _RestoreTraffic(env, saved) if restore else env
 
 
 class _RestoreTraffic(gym.Wrapper):
