@@ -176,13 +176,102 @@ def against_states(road: Road, states: np.ndarray, actions: np.ndarray, cfg: Roa
         lc.append((hit, bool((np.abs(y[t:nxt] - lane[t] * cfg.lane_width_m) <= centred_m).any())))
     road_v, _ = speed_mps(Road(*(a[None] for a in (road.top, road.fit, road.phase, road.strength))), cfg)
     true_v = np.diff(x) * cfg.frame_hz  # (T-1,) displacement speed between frames
-    cmds = seen = 0
-    for t in np.nonzero(np.isin(actions, [FASTER, SLOWER]))[0]:
-        d, span = (1 if actions[t] == FASTER else -1), slice(t + 1, min(t + 1 + window, len(v)))
-        if t < 1 or t + 2 >= len(v) or not (d * (v[span] - v[t]) >= speed_change_mps).any():
-            continue
-        cmds += 1
-        seen += bool((d * (road_v[0, t:t + window] - road_v[0, t - 1]) >= speed_change_mps / 2).any())
+    cmds, seen = commands_seen(road_v[0], v, actions, (FASTER, SLOWER), window, speed_change_mps)
     return {"lane_changes": len(lc), "found": sum(h for h, _ in lc), "completed": sum(c for _, c in lc),
             "completed_found": sum(h and c for h, c in lc), "road_changes": len(found),
             "speed_mae": float(np.abs(road_v[0] - true_v).mean()), "speed_commands": cmds, "speed_seen": seen}
+
+
+def commands_seen(road_v: np.ndarray, v: np.ndarray, actions: np.ndarray, faster_slower: tuple[int, int],
+                  window: int = 8, speed_change_mps: float = 1.0) -> tuple[int, int]:
+    """FASTER / SLOWER commands (their action indices) of one episode whose true speed v (T,) changes by
+    speed_change_mps within `window` frames, and how many of those the road's speed (T-1,) shows with the right sign
+    (half that change); a command whose road speed is unread before it or throughout its window is not counted."""
+    faster, slower = faster_slower
+    cmds = seen = 0
+    for t in np.nonzero(np.isin(actions, [faster, slower]))[0]:
+        d, span = (1 if actions[t] == faster else -1), slice(t + 1, min(t + 1 + window, len(v)))
+        if t < 1 or t + 2 >= len(v) or not (d * (v[span] - v[t]) >= speed_change_mps).any():
+            continue
+        after = road_v[t:t + window]
+        if np.isnan(road_v[t - 1]) or np.isnan(after).all():
+            continue
+        cmds += 1
+        with np.errstate(invalid="ignore"):
+            seen += bool((d * (after - road_v[t - 1]) >= speed_change_mps / 2).any())
+    return cmds, seen
+
+
+# ------------------------------------------------------------------------------------------------ curved roads
+@dataclass(frozen=True)
+class ShiftConfig:
+    """The ego's speed on roads that run every way (roundabout-v0, intersection-v0): the camera follows the ego
+    without turning, so the whole road moves by the ego's displacement; phase correlation of the lane marks of two
+    frames measures that 2D shift (ours)."""
+
+    px_per_m: PosFloat = 5.5  # viewer scaling
+    frame_hz: PosFloat = 5.0  # recorded frames per second (EnvConfig.policy_hz)
+    mark_level: float = 110.0  # a pixel's darkest channel above this is lane-mark white (RoadConfig.mark_level)
+    max_ambiguity: NonNegFloat = 0.25  # the second correlation peak over the first above this: the marks repeat
+    #     (dashes along a straight stretch, period 23.8 px), the shift is known only modulo the period: no reading
+    exclude_px: PosInt = 4  # radius around the first peak left out when looking for the second
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def _peak(r: np.ndarray, cfg: ShiftConfig) -> tuple[np.ndarray, float]:
+    """Sub-pixel (dx, dy) of the highest value of a centred correlation surface (H, W) (parabola through the peak
+    and its neighbours on each axis), and the second-highest value away from it over the highest."""
+    H, W = r.shape
+    i, j = np.unravel_index(int(np.argmax(r)), r.shape)
+    p = r[i, j]
+    sub = []
+    for lo, hi in ((r[(i - 1) % H, j], r[(i + 1) % H, j]), (r[i, (j - 1) % W], r[i, (j + 1) % W])):
+        den = lo - 2 * p + hi
+        sub.append(0.5 * (lo - hi) / den if den < 0 else 0.0)
+    e = cfg.exclude_px
+    rest = r.copy()
+    rest[max(i - e, 0):i + e + 1, max(j - e, 0):j + e + 1] = -np.inf
+    return np.array([j + sub[1] - W // 2, i + sub[0] - H // 2]), float(rest.max() / max(p, 1e-9))
+
+
+def road_shift(frames: np.ndarray, cfg: ShiftConfig = ShiftConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """How far the road moves between consecutive frames of (B, T, H, W, 3) uint8: (B, T-1, 2) px (dx, dy) by phase
+    correlation of the lane-mark maps (cars drop out: mark_profile), and the ambiguity (B, T-1) of each reading
+    (second correlation peak over the first). The ego moved by minus the shift."""
+    marks = mark_profile(frames, RoadConfig(mark_level=cfg.mark_level))  # (B, T, H, W)
+    B, T, H, W = marks.shape
+    shift, ambiguity = np.full((B, T - 1, 2), np.nan), np.full((B, T - 1), np.nan)
+    for b in range(B):  # one sequence at a time: (T, H, W / 2 + 1) complex spectra
+        f = np.fft.rfft2(marks[b])
+        cross = f[1:] * np.conj(f[:-1])  # (T-1, H, W/2+1)
+        r = np.fft.fftshift(np.fft.irfft2(cross / np.maximum(np.abs(cross), 1e-6), s=(H, W)), axes=(-2, -1))
+        for t in range(T - 1):
+            if marks[b, t].any() and marks[b, t + 1].any():  # no marks (a blank frame): no reading
+                shift[b, t], ambiguity[b, t] = _peak(r[t], cfg)
+    return shift, ambiguity
+
+
+def shift_speed_mps(frames: np.ndarray, cfg: ShiftConfig = ShiftConfig()) -> np.ndarray:
+    """Ego speed between consecutive frames (B, T-1) m/s from the road's 2D shift of (B, T, H, W, 3) uint8 frames;
+    NaN where the reading is ambiguous (max_ambiguity) or the frames show no marks."""
+    shift, ambiguity = road_shift(frames, cfg)
+    speed = np.linalg.norm(shift, axis=-1) / cfg.px_per_m * cfg.frame_hz
+    return np.where(ambiguity <= cfg.max_ambiguity, speed, np.nan)
+
+
+def shift_against_states(speed: np.ndarray, states: np.ndarray, actions: np.ndarray, faster_slower: tuple[int, int],
+                         cfg: ShiftConfig = ShiftConfig(), window: int = 8,
+                         speed_change_mps: float = 1.0) -> dict[str, float]:
+    """The 2D-shift speed (T-1,) of one true episode against its simulator states (T, N, F) and actions (T-1,): the
+    error against the ego's displacement speed where it reads, the share of frame pairs it does not read, and the
+    FASTER / SLOWER commands (their indices) whose true speed change it shows (commands_seen)."""
+    xy = states[:, 0, [STATE_FIELDS.index("x"), STATE_FIELDS.index("y")]]  # (T, 2) m, the ego
+    true_v = np.linalg.norm(np.diff(xy, axis=0), axis=1) * cfg.frame_hz  # (T-1,)
+    ok = ~np.isnan(speed)
+    cmds, seen = commands_seen(speed, states[:, 0, STATE_FIELDS.index("speed")], actions, faster_slower, window,
+                               speed_change_mps)
+    return {"speed_mae": float(np.abs(speed[ok] - true_v[ok]).mean()) if ok.any() else float("nan"),
+            "speed_max_error": float(np.abs(speed[ok] - true_v[ok]).max()) if ok.any() else float("nan"),
+            "unread": float(1 - ok.mean()), "speed_commands": cmds, "speed_seen": seen}

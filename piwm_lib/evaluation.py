@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from . import egomotion as E
 from . import physics as P
-from .dataset import Dataset, test_windows
+from .dataset import Dataset, action_names, test_windows
 from .edm import Denoiser
 from .metrics import bootstrap_ci
 from .worldmodel import STARTS, WorldModelConfig, WorldModelEnv, rollout, start_config  # noqa: F401 (re-exported)
@@ -29,9 +29,19 @@ REPORTED = ("wo", "tec", "iec", "kir", "ego_presence", "vanish_per_100", "popup_
 def eval_windows(root: str | Path, context: int, horizon: int, windows: int = 0,
                  min_windows: int = 2) -> dict[str, np.ndarray]:
     """The evaluation windows of a dataset: `windows` (0: all) non-overlapping test windows of context + horizon
-    frames, evenly spread, those with a lane-change command after the context first (so KIR has commands to judge)."""
+    frames, evenly spread, those with a command KIR judges after the context first (judged_actions)."""
     return test_windows(root, context + horizon, max_windows=windows, min_windows=min_windows,
-                        prefer_actions=(P.LEFT, P.RIGHT), after=context - 1)
+                        prefer_actions=judged_actions(Dataset(root).manifest), after=context - 1)
+
+
+def judged_actions(manifest: dict) -> tuple[int, ...]:
+    """The action indices whose answer KIR judges best on a dataset: lane changes where the lane reading applies,
+    FASTER / SLOWER on curved roads (physics.no_road); none on imported data."""
+    if P.not_applicable(manifest):
+        return ()
+    names = action_names(manifest)
+    wanted = ("FASTER", "SLOWER") if P.no_road(manifest) else ("LANE_LEFT", "LANE_RIGHT")
+    return tuple(names.index(n) for n in wanted if n in names)
 
 
 @dataclass
@@ -117,7 +127,8 @@ def record(evaluation: Evaluation, n_boot: int = 2000, seed: int = 0) -> dict:
 
 def road_agreement(root: str | Path, chunk: int = 256, progress: bool = True) -> pd.DataFrame:
     """The road reading (egomotion.py) of every recorded episode against its simulator states: one row per episode of
-    egomotion.against_states, read `chunk` frames at a time (never a whole episode of pixels in memory)."""
+    egomotion.against_states (straight roads) or egomotion.shift_against_states (curved ones), read `chunk` frames
+    at a time (never a whole episode of pixels in memory)."""
     ds, rows = Dataset(root), []
     pcfg = P.for_dataset(ds.manifest)
     if pcfg is None:
@@ -126,6 +137,13 @@ def road_agreement(root: str | Path, chunk: int = 256, progress: bool = True) ->
     for r in tqdm(ds.episodes(), desc="road vs states", unit="episode", disable=not progress):
         with ds.open(r) as ep:
             n = int(r["frames"])
+            if road_cfg is None:  # curved roads: the speed from the road's 2D shift (chunks overlap by one frame)
+                speed = np.concatenate([E.shift_speed_mps(ep.read("frames", s, min(s + chunk + 1, n))[None],
+                                                          pcfg.shift)[0] for s in range(0, max(n - 1, 1), chunk)])
+                pair = (pcfg.actions.index("FASTER"), pcfg.actions.index("SLOWER"))
+                rows.append({"episode": r["episode"], "frames": n, **E.shift_against_states(
+                    speed, ep.read("states"), ep.read("actions"), pair, pcfg.shift)})
+                continue
             parts = [E.read_road(ep.read("frames", s, min(s + chunk, n)), road_cfg) for s in range(0, n, chunk)]
             road = E.Road.concat(parts)
             rows.append({"episode": r["episode"], "frames": n,

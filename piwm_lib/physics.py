@@ -1,7 +1,8 @@
 """Objective physical-consistency metrics for generated BEV rollouts (our answer to PIWM's human TEC / IEC / KIR
 ratings, arXiv 2509.12437 Sec. 4): vehicles are found in every frame (detect.py), given identities through time
 (tracking.py) and matched to the true vehicles of the same frame; the ego's motion is read from the road
-(egomotion.py), because HighwayEnv's camera follows the ego and its own pixels never move.
+(egomotion.py: the lane marks along x on straight roads, the road's 2D shift on curved ones), because HighwayEnv's
+camera follows the ego and its own pixels never move.
 
 Events (one row each, `events()`), all judged against the ground truth of the same window under the same actions:
 - TEC: vanish (a track ends away from the left/right borders), popup (one starts there), ego_vanish.
@@ -24,12 +25,13 @@ import pandas as pd
 import torch
 
 from . import egomotion as E
+from .dataset import action_names
 from .detect import detect_vehicles
 from .env import ACTIONS, CURVED
 from .tracking import match, track
 from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, check_fields, require
 
-LEFT, RIGHT = ACTIONS.index("LANE_LEFT"), ACTIONS.index("LANE_RIGHT")
+LEFT, RIGHT = ACTIONS.index("LANE_LEFT"), ACTIONS.index("LANE_RIGHT")  # highway-v0's action indices
 FASTER, SLOWER = ACTIONS.index("FASTER"), ACTIONS.index("SLOWER")
 TEC_EVENTS = ("vanish", "popup", "ego_vanish")
 IEC_EVENTS = ("merge", "swap")
@@ -58,8 +60,10 @@ class PhysicsConfig:
     w_tec: NonNegFloat = 1.0  # weight of the TEC score in the overall score WO
     w_iec: NonNegFloat = 1.0  # weight of the IEC score in WO
     w_kir: NonNegFloat = 1.0  # weight of the KIR score in WO
-    road: E.RoadConfig | None = field(default_factory=E.RoadConfig)  # lane geometry and dash pattern; None: no road
-    #     reading (curved roads): no lateral position or speed, so no lane-change or speed metrics (KIR n/a)
+    road: E.RoadConfig | None = field(default_factory=E.RoadConfig)  # lane geometry and dash pattern; None: no lane
+    #     reading (curved roads): no lateral position, so no lane-change metrics
+    shift: E.ShiftConfig | None = None  # where road is None: the speed from the road's 2D shift (KIR: speed commands)
+    actions: tuple[str, ...] = ACTIONS  # the dataset's action names (env.EnvConfig.action_names): whose index is FASTER
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -75,12 +79,12 @@ def not_applicable(manifest: dict) -> str:
 
 
 def no_road(manifest: dict) -> str:
-    """Why the ego-motion metrics (KIR: lane changes, speed; the lateral reading) cannot score a collected dataset
-    ("" when they can): egomotion.py reads lane marks that run along x."""
+    """Why the lane reading (lateral position, lane changes, the lane part of KIR) cannot score a collected dataset
+    ("" when it can): egomotion.read_road reads lane marks that run along x."""
     env_id = manifest.get("env", {}).get("env_id", "highway-v0")
-    return (f"{env_id}'s roads curve under the camera, and the reading of the ego's motion (lateral position, speed, "
-            "lane changes: KIR) assumes straight lanes along x; the vehicle metrics (TEC, IEC) apply"
-            if env_id in CURVED else "")
+    return (f"{env_id}'s roads curve under the camera, and the lane reading (lateral position, lane changes) assumes "
+            "straight lanes along x; the speed is read from the road's 2D shift instead, so KIR counts the FASTER / "
+            "SLOWER commands, and the vehicle metrics (TEC, IEC) apply" if env_id in CURVED else "")
 
 
 def for_dataset(manifest: dict, **fields) -> PhysicsConfig | None:
@@ -89,11 +93,13 @@ def for_dataset(manifest: dict, **fields) -> PhysicsConfig | None:
     if not_applicable(manifest):
         return None
     env = manifest["env"]
+    fields = {"actions": action_names(manifest), **fields}
     if no_road(manifest):  # cars cross the square view every way: two cars at the top speed close in from opposite
         #                    sides by 2 v / hz metres a frame (roundabout: 35 px), which tracking must follow
         closing_px = 2 * max(env["ego_speeds"]) / env["policy_hz"] * env["scaling"] + 5.0
         radius = max(PhysicsConfig.track_radius_px, closing_px)
-        return PhysicsConfig(**{"road": None, "border_y": True, "track_radius_px": radius, **fields})
+        shift = E.ShiftConfig(px_per_m=env["scaling"], frame_hz=env["policy_hz"])
+        return PhysicsConfig(**{"road": None, "shift": shift, "border_y": True, "track_radius_px": radius, **fields})
     road = E.RoadConfig(lanes=env["lanes"], px_per_m=env["scaling"], frame_hz=env["policy_hz"],
                         ego_row=env.get("centering", (0.3, 0.5))[1] * env["screen_height"])
     return PhysicsConfig(road=road, **fields)
@@ -116,7 +122,7 @@ class Scene:
     obj: Objects
     tracks: np.ndarray  # (B, T, K) int track id of each vehicle slot, -1 for padding
     lateral: np.ndarray  # (B, T) px, the ego below the road's top edge; NaN where the road is unreadable
-    speed: np.ndarray  # (B, T-1) m/s between frames t and t + 1; NaN where the dashes are unreadable
+    speed: np.ndarray  # (B, T-1) m/s between frames t and t + 1; NaN where the dashes (or the 2D shift) are unreadable
 
 
 def find_objects(frames: np.ndarray | torch.Tensor, cfg: PhysicsConfig = PhysicsConfig(), chunk: int = 64) -> Objects:
@@ -148,9 +154,10 @@ def observe(frames: np.ndarray, cfg: PhysicsConfig = PhysicsConfig()) -> Scene:
     """Vehicles, tracks and road-read ego motion of (B, T, H, W, 3) uint8 frames."""
     frames = np.asarray(frames)
     obj = find_objects(frames, cfg)
-    if cfg.road is None:  # curved roads: no reading of the ego's motion
+    if cfg.road is None:  # curved roads: no lateral position; the speed from the road's 2D shift (if configured)
         B, T = frames.shape[:2]
-        return Scene(obj, track(obj.others, cfg.track_radius_px), np.full((B, T), np.nan), np.full((B, T - 1), np.nan))
+        speed = E.shift_speed_mps(frames, cfg.shift) if cfg.shift else np.full((B, T - 1), np.nan)
+        return Scene(obj, track(obj.others, cfg.track_radius_px), np.full((B, T), np.nan), speed)
     road = E.read_road(frames, cfg.road)  # (B, T) each
     lateral = np.where(road.fit >= cfg.min_road_fit, E.lateral_px(road, cfg.road), np.nan)
     speed, dash = E.speed_mps(road, cfg.road)  # (B, T-1)
@@ -276,7 +283,8 @@ def _lanes(gen: Scene, truth: Scene, actions: np.ndarray, b: int, cfg: PhysicsCo
     g_changes = E.lane_changes(lg, cfg.road)
     used, out = [False] * len(g_changes), []
     for tx, d in E.lane_changes(lt, cfg.road):
-        cmd = [t for t in range(max(tx - cfg.kir_window, 0), tx) if actions[b, t] == (LEFT if d < 0 else RIGHT)]
+        want = _index(cfg, "LANE_LEFT" if d < 0 else "LANE_RIGHT")
+        cmd = [t for t in range(max(tx - cfg.kir_window, 0), tx) if actions[b, t] == want]
         tc = cmd[-1] if cmd else -1  # -1: commanded before the sequence
         hit = [i for i, (t, dd) in enumerate(g_changes) if not used[i] and tc < t <= tc + cfg.kir_window and dd == d]
         if hit:
@@ -304,15 +312,21 @@ def _lanes(gen: Scene, truth: Scene, actions: np.ndarray, b: int, cfg: PhysicsCo
     return out, st
 
 
+def _index(cfg: PhysicsConfig, name: str) -> int:
+    """The index of action `name` in cfg.actions (-1, matching no action, where the scenario lacks it)."""
+    return cfg.actions.index(name) if name in cfg.actions else -1
+
+
 def _speeds(gen: Scene, truth: Scene, actions: np.ndarray, b: int, cfg: PhysicsConfig) -> tuple[list[dict], dict]:
     """FASTER / SLOWER commands of window b that the truth answers (speed moves speed_change_mps within kir_window
     frames), judged by the sign of the generated speed change: events and counts."""
     vg, vt = gen.speed[b], truth.speed[b]  # (T-1,) speed between frames t and t + 1
     out, st = [], {"commands": 0, "answered": 0}
-    for tc in np.nonzero(np.isin(actions[b, :len(vt)], [FASTER, SLOWER]))[0]:
+    faster, slower = _index(cfg, "FASTER"), _index(cfg, "SLOWER")
+    for tc in np.nonzero(np.isin(actions[b, :len(vt)], [faster, slower]))[0]:
         if tc < 1 or tc + cfg.judge_slack + 1 > len(vt):
             continue  # no speed before the command, or too few frames after it
-        d = 1 if actions[b, tc] == FASTER else -1
+        d = 1 if actions[b, tc] == faster else -1
         span = slice(tc, min(tc + cfg.kir_window, len(vt)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -398,7 +412,7 @@ def scores(generated: np.ndarray | Scene, truth: np.ndarray | Scene, actions: np
         fails = n["merge"] + n["swap"]
         iec = 1 - fails / max(c["encounters"], fails, 1)
         judged = (lane["commands"] + speed["commands"] + n["lane_unrequested"] + n["ego_misplaced"]
-                  if cfg.road is not None else 0)  # no road reading: KIR is not measured
+                  if cfg.road is not None or cfg.shift is not None else 0)  # no reading of the ego's motion: no KIR
         kir = (lane["answered"] + speed["answered"]) / judged if judged else np.nan
         w = np.array([cfg.w_tec, cfg.w_iec, cfg.w_kir * (judged > 0)])
         row = {f"{k}_per_100": n[k] * 100.0 / max(T - 1, 1) for k in EVENT_TYPES}
