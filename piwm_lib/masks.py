@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from .bev import STATE_FIELDS
-from .validate import NonNegFloat, PosFloat, PosInt, Prob, check_fields
+from .validate import NonNegFloat, PosFloat, PosInt, Prob, check_fields, require
 
 KINDS = ("soft", "hard", "gt", "none")
+CHANNELS = (0, 1, 2)  # r, g, b
 MODES = ("train", "infer")
 # Soft Mask weights during training: the paper's text (1.0 / 0.8) or the released configuration (0.55 / 0.45, the
 # inference weights); gain 1.0 in both
@@ -28,6 +29,8 @@ class MaskConfig:
     kind: Annotated[str, KINDS] = "soft"  # mask fed to the model: soft (paper), hard (ablation), gt (from states), none
     colour_min: Prob = 0.35  # detection: the car's dominant channel (g ego, b others) above this, rgb in [0, 1]
     colour_margin: Prob = 0.12  # detection: dominant channel minus the max of the other two above this
+    ego_channel: Annotated[int, CHANNELS] = 1  # detection: the ego's dominant channel, 0 r 1 g 2 b (HighwayEnv: green)
+    other_channel: Annotated[int, CHANNELS] = 2  # detection: the other cars' (HighwayEnv: blue); own palettes: set both
     s_ego: PosFloat = 0.5  # ego Gaussian sigma per axis, as a fraction of the ego extent l = sqrt(12 var)
     sigma_min: PosFloat = 2.0  # px, floor of the ego Gaussian sigma
     r_glob: PosFloat = 0.35  # global longitudinal Gaussian sigma as a fraction of the frame width W
@@ -48,6 +51,8 @@ class MaskConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        require(self.ego_channel != self.other_channel, f"MaskConfig: ego_channel and other_channel must differ (the "
+                f"colour rule tells the ego from the other cars by them), got {self.ego_channel} for both")
 
 
 def weights(cfg: MaskConfig, mode: str) -> tuple[float, float, float]:
@@ -70,14 +75,18 @@ def as_frames(frames: np.ndarray | torch.Tensor, device: str | torch.device | No
 def vehicle_pixels(frames: np.ndarray | torch.Tensor, cfg: MaskConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Ego and other-vehicle pixels, (B, H, W) bool each, by the published colour rule (PIWM Soft Mask).
 
-    Ego: g > colour_min and g - max(r, b) > colour_margin, with r, g, b in [0, 1]; others: the same with b.
-    Computed exactly on the 0..255 scale (v / 255 > t  <=>  v > floor(255 t) for integer v), 4x faster than floats.
+    Ego: g > colour_min and g - max(r, b) > colour_margin, with r, g, b in [0, 1]; others: the same with b (the
+    channels are cfg.ego_channel and cfg.other_channel: other palettes). Computed exactly on the 0..255 scale
+    (v / 255 > t  <=>  v > floor(255 t) for integer v), 4x faster than floats.
     """
     lo, margin = (math.floor(round(255.0 * t, 9)) for t in (cfg.colour_min, cfg.colour_margin))
-    r, g, b = as_frames(frames).permute(3, 0, 1, 2).to(torch.int16)  # (B, H, W) each
-    ego = (g > lo) & (g - torch.maximum(r, b) > margin)
-    other = (b > lo) & (b - torch.maximum(r, g) > margin)
-    return ego, other
+    rgb = as_frames(frames).permute(3, 0, 1, 2).to(torch.int16)  # (3, B, H, W)
+
+    def dominant(c: int) -> torch.Tensor:
+        rest = torch.maximum(*(rgb[k] for k in range(3) if k != c))  # (B, H, W)
+        return (rgb[c] > lo) & (rgb[c] - rest > margin)
+
+    return dominant(cfg.ego_channel), dominant(cfg.other_channel)
 
 
 def ego_moments(ego: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

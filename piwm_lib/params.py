@@ -76,7 +76,7 @@ def _rules() -> dict[str, dict[str, Rule | list[Rule]]]:
     """Ranges and choices of each notebook's parameters (types come from the defaults)."""
     from .env import SCENARIOS
     from .evaluation import STARTS
-    from .masks import KINDS, TRAIN_WEIGHTS
+    from .masks import CHANNELS, KINDS, TRAIN_WEIGHTS
     from .sampler import PRESETS as SAMPLERS
     from .unet import UPSAMPLER_OF
     seed, frames = {"SEED": ">= 0"}, "[2, 100000]"
@@ -94,7 +94,8 @@ def _rules() -> dict[str, dict[str, Rule | list[Rule]]]:
                           "DROPOUT": "[0, 1]", "GRID": [empty_or_length(2), ">= 1"], "DROPOUT_DRAWS": ">= 1",
                           "CRASH_SEED": ">= 0", "CRASH_FRAMES": frames, "BENCH_BATCH": ">= 1", "BENCH_REPEATS": ">= 1"},
         "03_train_edm": {**seed, "MODEL": tuple(UPSAMPLER_OF), "MASK": KINDS, "MASK_WEIGHTS": tuple(TRAIN_WEIGHTS),
-                         "MASK_DROPOUT": "[0, 1]", "AR_STEPS": ">= 1", "BATCH_SIZE": ">= 1", "GRAD_ACCUM": ">= 1",
+                         "MASK_DROPOUT": "[0, 1]", "MASK_CHANNELS": [length(2), CHANNELS],
+                         "MASK_COLOUR": [length(2), "[0, 1]"], "AR_STEPS": ">= 1", "BATCH_SIZE": ">= 1", "GRAD_ACCUM": ">= 1",
                          "STEPS": ">= 1", "LR": "> 0", "WARMUP_STEPS": ">= 0",
                          "MIXED_PRECISION": ("no", "bf16", "fp16"), "UP_STEPS": ">= 0", "UP_BATCH_SIZE": ">= 1",
                          "WORKERS": ">= 0", "CKPT_EVERY": ">= 1", "LOG_EVERY": ">= 1", "NUM_PROCESSES": ">= 1",

@@ -42,7 +42,7 @@ from .configs import from_dict, save_json, to_dict
 from .dataset import DATASET_FILE, Dataset, WindowDataset, action_names, collected, read_manifest
 from .edm import Denoiser, EDMConfig, denoising_step
 from .frames import to_model, upsample
-from .masks import KINDS, MaskConfig, gt_mask, make_mask, mask_dropout
+from .masks import KINDS, MaskConfig, gt_mask, make_mask, mask_dropout, vehicle_pixels
 from .runs import resolve, resolve_device, seed_everything
 from .unet import UPSAMPLER_OF, preset
 from .validate import Decay, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
@@ -172,10 +172,21 @@ def has_states(root: Path) -> bool:
     return bool(ds.episodes())
 
 
+MIN_EGO_FOUND = 0.9  # a colour mask on imported frames: the rule must find the ego in this share of the first frames
+
+
+def ego_found(root: Path, mask: MaskConfig, frames: int = 64) -> float:
+    """Share of the first `frames` frames of a dataset's first episode in which mask's colour rule finds ego pixels."""
+    ds = Dataset(root)
+    with ds.open(ds.episodes()[0]) as ep:
+        f = ep.read("frames", 0, min(frames, ep.n_frames))  # (T, H, W, 3) uint8
+    return float(vehicle_pixels(f, mask)[0].flatten(1).any(1).float().mean())
+
+
 def for_data(cfg: TrainConfig) -> TrainConfig:
     """cfg checked against its dataset: n_actions set from the dataset's action names (ValueError when a set value
-    differs), the mask grid set to the dataset's low-res size, and a mask other than 'none' refused on imported data
-    (no HighwayEnv palette, no vehicle states)."""
+    differs), the mask grid set to the dataset's low-res size; on imported data the GT mask refused without states,
+    the colour masks where their colour rule does not find the ego (its channels and thresholds are parameters)."""
     root = resolve(cfg.data_dir)
     manifest = read_manifest(root)
     names = action_names(manifest)
@@ -183,11 +194,18 @@ def for_data(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"TrainConfig.n_actions is {cfg.n_actions} but {root / DATASET_FILE} has {len(names)} "
                          f"actions {list(names)}: set n_actions to 0 (the dataset's count) or {len(names)}")
     imported = cfg.stage == "dynamics" and not collected(manifest)
-    if imported and cfg.mask.kind in ("soft", "hard") or imported and cfg.mask.kind == "gt" and not has_states(root):
-        raise ValueError(f"TrainConfig.mask kind {cfg.mask.kind!r} needs HighwayEnv data (soft/hard: its vehicle "
-                         f"colours; gt: vehicle states), and {root} was imported "
-                         f"({manifest.get('source', {}).get('kind', 'not collected')}) without states: train it with "
-                         "mask='none' (or import states with the episodes for mask='gt')")
+    source = manifest.get("source", {}).get("kind", "not collected")
+    if imported and cfg.mask.kind == "gt" and not has_states(root):
+        raise ValueError(f"TrainConfig.mask kind 'gt' needs vehicle states, and {root} was imported ({source}) without "
+                         "them: import states with the episodes, or train it with mask='none' (or a colour mask)")
+    if imported and cfg.mask.kind in ("soft", "hard") and (found := ego_found(root, cfg.mask)) < MIN_EGO_FOUND:
+        m = cfg.mask
+        raise ValueError(f"TrainConfig.mask kind {m.kind!r} finds the cars by colour, and on {root} (imported, "
+                         f"{source}) the colour rule (ego: channel {m.ego_channel}, other cars: channel "
+                         f"{m.other_channel}, dominant above {m.colour_min} by {m.colour_margin}; 0 r, 1 g, 2 b) finds "
+                         f"the ego in {found:.0%} of its first frames: set the mask's ego_channel, other_channel, "
+                         "colour_min, colour_margin for your frames' colours (notebook 03: MASK_CHANNELS, "
+                         "MASK_COLOUR), or train it with mask='none' (or 'gt' with imported states)")
     env = manifest.get("env", {})
     grid = ((env["lowres_height"], env["lowres_width"]) if env else tuple(manifest.get("lowres_size", cfg.mask.grid)))
     if cfg.mask.grid != grid:  # the mask channel lies on the dynamics model's grid (roundabout: 80 x 80)
@@ -342,6 +360,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
     """Refuse a checkpoint trained with other settings (paths aside; the dataset by content) or past cfg.steps."""
     saved = {"n_actions": 0, **state["config"]}  # saved before n_actions existed: HighwayEnv's 5, what 0 means there
+    saved["mask"] = {"ego_channel": 1, "other_channel": 2, **saved["mask"]}  # before the channels: HighwayEnv's
     changes = config_changes(saved, to_dict(cfg), RESUMABLE | PATHS)
     old, new = state.get("data"), data_fingerprint(cfg.data_dir)
     if old and new and old != new:

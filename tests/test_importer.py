@@ -17,8 +17,9 @@ from piwm_lib.collect import main as collect_cli
 from piwm_lib.dataset import Dataset, WindowDataset, check_dataset, check_episode
 from piwm_lib.dataset import test_windows as eval_windows
 from piwm_lib.frames import resize_uint8
-from piwm_lib.masks import MaskConfig
+from piwm_lib.masks import MaskConfig, vehicle_pixels
 from piwm_lib.storage import Episode, EpisodeWriter
+from piwm_lib.validate import ConfigError
 from piwm_lib.worldmodel import WorldModelConfig, WorldModelEnv
 
 NAMES = ["left", "right", "stay"]
@@ -266,8 +267,29 @@ def test_the_world_model_trains_and_steps_on_imported_data(data, request, tmp_pa
     assert low.shape == w["lowres"][:, 4].shape and full.shape == w["frames"][:, 4].shape
     with pytest.raises(ValueError, match=f"n_actions is 5 but .*dataset.json has {n} actions"):
         T.train(micro(root, tmp_path / "bad", n_actions=5))
-    with pytest.raises(ValueError, match="mask kind 'soft' needs HighwayEnv data.*train it with mask='none'"):
-        T.train(micro(root, tmp_path / "bad", mask="soft"))
+    with pytest.raises(ValueError, match=r"mask kind 'soft' finds the cars by colour.*ego: channel 1.*finds the ego in "
+                                         r"0% of its first frames: set the mask's ego_channel.*MASK_CHANNELS"):
+        T.train(micro(root, tmp_path / "bad", mask="soft"))  # HighwayEnv's green ego: none in these frames
+
+
+def test_a_colour_mask_trains_on_imported_frames_of_another_palette(frames_dataset, tmp_path):
+    """The synthetic episodes' moving square is red: with the ego's channel set to red, the Soft Mask finds it in
+    every frame, trains, and the world model infers its mask from generated frames with the same rule."""
+    red = MaskConfig(kind="soft", ego_channel=0, other_channel=2)
+    assert T.ego_found(frames_dataset, red) == 1.0 and T.ego_found(frames_dataset, MaskConfig()) == 0.0
+    with Dataset(frames_dataset).open(Dataset(frames_dataset).episodes()[0]) as ep:
+        ego, other = vehicle_pixels(ep.read("frames", 0, 1), red)
+    assert ego.sum() >= 80 and other.sum() == 0  # the 10 x 10 square (resized), nothing else
+    out = T.train(micro(frames_dataset, tmp_path / "red", mask=red))
+    assert out["step"] == 2 and np.isfinite(out["loss"])
+    dyn_cfg = T.load_config(tmp_path / "red" / "config.json")
+    assert (dyn_cfg.mask.ego_channel, dyn_cfg.mask.other_channel, dyn_cfg.mask.grid) == (0, 2, (8, 16))
+    w = eval_windows(frames_dataset, 5, max_windows=1, min_windows=1)
+    env = WorldModelEnv(T.load_denoiser(tmp_path / "red"), None, WorldModelConfig(mask=dyn_cfg.mask))
+    env.reset(w["lowres"][:, :4], w["frames"][:, :4], w["actions"][:, :3])
+    assert env.step(w["actions"][:, 3])[0].shape == w["lowres"][:, 4].shape
+    with pytest.raises(ConfigError, match="ego_channel and other_channel must differ"):
+        MaskConfig(ego_channel=2)
 
 
 def test_hdf5_episodes_get_their_low_res_copy_and_bad_ones_are_named(tmp_path):
@@ -299,6 +321,8 @@ def test_checkpoints_saved_before_n_actions_existed_still_resume(small_dataset, 
     assert T.for_data(cfg) == cfg and cfg.unet.n_actions == 5  # HighwayEnv data: 0 keeps meaning its 5 actions
     old = {k: v for k, v in T.to_dict(cfg).items() if k != "n_actions"}
     T._check_resume({"config": old, "step": 0}, cfg, tmp_path / "ckpt")  # no "n_actions: (absent) -> 0" refusal
+    before = {**old, "mask": {k: v for k, v in old["mask"].items() if not k.endswith("_channel")}}
+    T._check_resume({"config": before, "step": 0}, cfg, tmp_path / "ckpt")  # saved before the colour channels
     with pytest.raises(ValueError, match="n_actions: 2 -> 0"):
         T._check_resume({"config": {**old, "n_actions": 2}, "step": 0}, cfg, tmp_path / "ckpt")
 
@@ -322,8 +346,8 @@ def test_hdf5_states_come_along_scaled_and_train_the_gt_mask(small_dataset, tmp_
         assert np.array_equal(b.read("vehicle_ids"), a.read("vehicle_ids"))
     res = T.train(micro(out, tmp_path / "gt", mask="gt"))  # the GT mask from the imported states
     assert res["step"] == 2 and np.isfinite(res["loss"])
-    with pytest.raises(ValueError, match="mask kind 'soft' needs HighwayEnv data"):
-        T.train(micro(out, tmp_path / "soft", mask="soft"))
+    soft = T.for_data(micro(out, tmp_path / "soft", mask="soft"))  # HighwayEnv's pixels: its colour rule applies
+    assert soft.mask.kind == "soft" and soft.mask.grid == (15, 60)
     with h5py.File(files[0], "a") as f:
         del f["states"]
         f["states"] = np.zeros((3, 2, 4), np.float32)

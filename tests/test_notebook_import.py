@@ -1,6 +1,7 @@
 """Notebooks 03, 04 and 05, unchanged, on episodes that are not HighwayEnv's: a video + actions CSV and a CartPole-v1
-recording, imported with piwm_lib.importer, trained without a mask, rolled out and evaluated through papermill (the
-quality bar and the physics metrics, which read HighwayEnv's palette and road, are skipped with a message)."""
+recording, imported with piwm_lib.importer, trained (the video with a Soft Mask whose colour rule is given as
+parameters, CartPole without a mask), rolled out and evaluated through papermill (the quality bar and the physics
+metrics, which read HighwayEnv's palette and road, are skipped with a message)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,11 @@ def cartpole_dataset(tmp_path: Path) -> Path:
 def test_notebooks_03_to_05_train_roll_out_and_evaluate_imported_episodes(make, tmp_path):
     root = make(tmp_path)
     names = json.loads((root / "dataset.json").read_text())["action_names"]
-    m3 = run_notebook("03_train_edm", {"RUN_NAME": "imp", "DATA_DIR": str(root), "MASK": "none", "STEPS": 4,
-                                       "UP_STEPS": 2, "LOG_EVERY": 2, "LOSS_SIGMAS": 3}, tmp_path)
-    assert m3["mask"] == "none" and m3["steps"] == 4
+    # the video's moving square is red: its Soft Mask is the colour rule given as parameters; CartPole goes without
+    mask = {"MASK": "soft", "MASK_CHANNELS": [0, 2]} if make is video_dataset else {"MASK": "none"}
+    m3 = run_notebook("03_train_edm", {"RUN_NAME": "imp", "DATA_DIR": str(root), "STEPS": 4, "UP_STEPS": 2,
+                                       "LOG_EVERY": 2, "LOSS_SIGMAS": 3, **mask}, tmp_path)
+    assert m3["mask"] == mask["MASK"] and m3["steps"] == 4
     nb3 = (tmp_path / "03_train_edm.ipynb").read_text()
     assert "was not collected from HighwayEnv" in nb3  # the bar is skipped, not measured on foreign pixels
     m4 = run_notebook("04_sample_rollout", {"RUN_NAME": "imp", "DATA_DIR": str(root), "MODEL_RUN": "imp",
