@@ -119,6 +119,9 @@ class PlayPanel:
             self.worker.start()
         else:
             self.stop_event.set()
+            worker = getattr(self, "worker", None)
+            if worker is not None and worker is not threading.current_thread():
+                worker.join(timeout=60)  # the step in flight lands before the button says stopped
             self.auto.description, self.auto.icon = "autoplay", "play"
 
     def _drive(self) -> None:
