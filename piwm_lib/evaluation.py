@@ -134,13 +134,13 @@ def road_agreement(root: str | Path, chunk: int = 256, progress: bool = True) ->
     if pcfg is None:
         raise ValueError(f"{root}: the road reading does not apply: {P.not_applicable(ds.manifest)}")
     road_cfg = pcfg.road
+    pair = (pcfg.actions.index("FASTER"), pcfg.actions.index("SLOWER")) if road_cfg is None else None
     for r in tqdm(ds.episodes(), desc="road vs states", unit="episode", disable=not progress):
         with ds.open(r) as ep:
             n = int(r["frames"])
             if road_cfg is None:  # curved roads: the speed from the road's 2D shift (chunks overlap by one frame)
                 speed = np.concatenate([E.shift_speed_mps(ep.read("frames", s, min(s + chunk + 1, n))[None],
                                                           pcfg.shift)[0] for s in range(0, max(n - 1, 1), chunk)])
-                pair = (pcfg.actions.index("FASTER"), pcfg.actions.index("SLOWER"))
                 rows.append({"episode": r["episode"], "frames": n, **E.shift_against_states(
                     speed, ep.read("states"), ep.read("actions"), pair, pcfg.shift)})
                 continue

@@ -31,8 +31,6 @@ from .env import ACTIONS, CURVED
 from .tracking import match, track
 from .validate import NonNegFloat, NonNegInt, PosFloat, PosInt, Prob, check_fields, require
 
-LEFT, RIGHT = ACTIONS.index("LANE_LEFT"), ACTIONS.index("LANE_RIGHT")  # highway-v0's action indices
-FASTER, SLOWER = ACTIONS.index("FASTER"), ACTIONS.index("SLOWER")
 TEC_EVENTS = ("vanish", "popup", "ego_vanish")
 IEC_EVENTS = ("merge", "swap")
 KIR_EVENTS = ("lane_stuck", "lane_wrong", "lane_unrequested", "speed_ignored", "speed_wrong", "ego_misplaced")
