@@ -270,8 +270,8 @@ def shift_against_states(speed: np.ndarray, states: np.ndarray, actions: np.ndar
     xy = states[:, 0, [STATE_FIELDS.index("x"), STATE_FIELDS.index("y")]]  # (T, 2) m, the ego
     true_v = np.linalg.norm(np.diff(xy, axis=0), axis=1) * cfg.frame_hz  # (T-1,)
     ok = ~np.isnan(speed)
+    err = np.abs(speed[ok] - true_v[ok]) if ok.any() else np.full(1, np.nan)  # (read pairs,) m/s
     cmds, seen = commands_seen(speed, states[:, 0, STATE_FIELDS.index("speed")], actions, faster_slower, window,
                                speed_change_mps)
-    return {"speed_mae": float(np.abs(speed[ok] - true_v[ok]).mean()) if ok.any() else float("nan"),
-            "speed_max_error": float(np.abs(speed[ok] - true_v[ok]).max()) if ok.any() else float("nan"),
-            "unread": float(1 - ok.mean()), "speed_commands": cmds, "speed_seen": seen}
+    return {"speed_mae": float(err.mean()), "speed_max_error": float(err.max()), "unread": float(1 - ok.mean()),
+            "speed_commands": cmds, "speed_seen": seen}
